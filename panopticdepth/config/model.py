@@ -1,0 +1,97 @@
+"""Model configuration: backbone, FPN, heads, depth and inference.
+
+Defaults are the released Cityscapes-DPS configuration of the original implementation
+(spec section 0), so a converted original checkpoint runs with no YAML at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class BackboneConfig:
+    # resnet18 | resnet34 | resnet50 | resnet101 | swin_t | swin_s
+    name: str = "resnet50"
+    # MSRA/Detectron2 layout (stride in the first 1x1 conv) for original checkpoints;
+    # False = torchvision layout (stride in the 3x3) for torchvision's ImageNet weights.
+    stride_in_1x1: bool = True
+    # FrozenBN | BN | SyncBN
+    norm: str = "FrozenBN"
+    # 0 = nothing frozen, 1 = stem, 2 = stem + res2, ...
+    freeze_at: int = 2
+    # "" = random init; a file path, or "imagenet" to load torchvision/timm weights from the local cache.
+    pretrained: str = ""
+
+
+@dataclass
+class FPNConfig:
+    out_channels: int = 256
+
+
+@dataclass
+class HeadsConfig:
+    """Widths and switches of the semantic FPN, encoders and per-level heads (spec 1.4-1.10)."""
+
+    convs_dim: int = 256
+    num_convs: int = 3
+    # Modulated deformable convs (DCNv2) where the original has them; off = plain 3x3 convs
+    # (much cheaper on the CPU, used by the small config).
+    position_deform: bool = True
+    kernel_deform: bool = False
+    encoder_deform: bool = True
+    depth_kernel_deform: bool = True
+    # GroupNorm groups used by the heads' towers.
+    norm_groups: int = 32
+
+
+@dataclass
+class DepthConfig:
+    """Depth branch; every variant of the paper's Table 3 is a switch here."""
+
+    enabled: bool = True
+    # instance: instance-wise depth (Eq. 3); pixel: one pixel-wise depth map (variant A)
+    mode: Literal["instance", "pixel"] = "instance"
+    # none (variant B), T1 (Eq. 4, min-based), T2 (Eq. 5, mean/shift-based; the original's code)
+    normalization: Literal["none", "T1", "T2"] = "T2"
+    kernel_dim: int = 16
+    # d_max of the paper: shift scale = max_depth / 2, range scale = max_depth
+    max_depth: float = 88.0
+    # output clamp at inference
+    clamp_max: float = 80.0
+
+
+@dataclass
+class InferenceConfig:
+    thing_threshold: float = 0.01
+    top_num: int = 200
+    stuff_threshold: float = 0.1
+    stuff_region_threshold: float = 0.4
+    pool_sizes: list[int] = field(default_factory=lambda: [3, 3, 3, 5, 5])
+    mask_threshold: float = 0.5
+    similarity_threshold: float = 0.97
+    class_specific: bool = True
+    rescore_min: float = 0.05
+    combine_instance_threshold: float = 0.2
+    combine_overlap_threshold: float = 0.5
+    stuff_area_limit: int = 2048
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    num_thing_classes: int = 8
+    num_classes: int = 19
+    # first thing train id (things are train ids first_thing_id .. num_classes-1)
+    first_thing_id: int = 11
+    # Input convention of the original checkpoints: BGR, ImageNet RGB means applied to BGR
+    # channels, std 1, 0-255 scale (spec 1.1).
+    input_format: Literal["BGR", "RGB"] = "BGR"
+    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
+    pixel_std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    size_divisibility: int = 32

@@ -1,0 +1,116 @@
+"""Official file encodings of Cityscapes-DPS style data and of prediction files.
+
+* Panoptic ground truth (`*_gtFine_instanceTrainIds.png`): uint16, id = train_id * 1000 + instance,
+  instance 0 for stuff, VOID = 32000.
+* Depth (`*_depth.png`): uint16, metres * 256, 0 = invalid.
+* Panoptic prediction (`*_panoptic.png`): RGB uint8, R = train id, G = instance id, B = 0; the
+  official DVPQ evaluator reads id = R * 1000 + G.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from ..errors import DataError
+from ..utils.files import atomic_path
+
+LABEL_DIVISOR = 1000
+VOID_ID = 32000
+IGNORE_LABEL = 255
+DEPTH_SCALE = 256.0
+
+
+def _open_png(path: str | os.PathLike) -> Image.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise DataError(f"{path}: unreadable or truncated image ({err})") from None
+    return img
+
+
+def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Any PNG/JPEG (RGB, RGBA, grayscale, palette) as uint8 (H, W, 3) RGB."""
+    img = _open_png(path)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
+def read_uint16_png(path: str | os.PathLike, what: str) -> np.ndarray:
+    img = _open_png(path)
+    arr = np.asarray(img)
+    if arr.ndim != 2 or img.mode not in ("I;16", "I;16B", "I;16L", "I"):
+        raise DataError(f"{path}: {what} must be a single-channel 16-bit PNG, got mode {img.mode}")
+    return arr.astype(np.int32)
+
+
+def read_panoptic_ids(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) int32 ids = train_id * 1000 + instance (VOID 32000)."""
+    return read_uint16_png(path, "panoptic id map")
+
+
+def read_depth(path: str | os.PathLike) -> np.ndarray:
+    """(H, W) float32 metres, 0 = invalid."""
+    return (read_uint16_png(path, "depth map").astype(np.float32) / DEPTH_SCALE).astype(np.float32)
+
+
+def encode_depth(depth_m: np.ndarray) -> np.ndarray:
+    """Metres -> uint16 metres*256 (rounded, clipped to the uint16 range; <= 0 and NaN -> 0)."""
+    d = np.nan_to_num(np.asarray(depth_m, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    return np.clip(np.round(d * DEPTH_SCALE), 0, 65535).astype(np.uint16)
+
+
+def _save_png(array: np.ndarray, path: str | os.PathLike, mode: str | None = None) -> Path:
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(array, mode=mode).save(tmp, format="PNG")
+    return path
+
+
+def write_depth(path: str | os.PathLike, depth_m: np.ndarray) -> Path:
+    return _save_png(encode_depth(depth_m), path)
+
+
+def write_panoptic_ids(path: str | os.PathLike, ids: np.ndarray) -> Path:
+    ids = np.asarray(ids)
+    if ids.min(initial=0) < 0 or ids.max(initial=0) > 65535:
+        raise ValueError("panoptic ids must fit in uint16")
+    return _save_png(ids.astype(np.uint16), path)
+
+
+def write_image_rgb(path: str | os.PathLike, image: np.ndarray) -> Path:
+    return _save_png(np.ascontiguousarray(image, dtype=np.uint8), path)
+
+
+def encode_panoptic_rgb(panoptic: np.ndarray) -> np.ndarray:
+    """ids (train_id*1000 + instance) -> RGB uint8 with R = train id, G = instance, B = 0."""
+    panoptic = np.asarray(panoptic, dtype=np.int64)
+    cls = panoptic // LABEL_DIVISOR
+    inst = panoptic % LABEL_DIVISOR
+    if (cls > 255).any() or (inst > 255).any() or (panoptic < 0).any():
+        raise ValueError("class and instance ids must be in 0..255 for the RGB prediction format")
+    out = np.zeros((*panoptic.shape, 3), dtype=np.uint8)
+    out[..., 0] = cls
+    out[..., 1] = inst
+    return out
+
+
+def write_panoptic_rgb(path: str | os.PathLike, panoptic: np.ndarray) -> Path:
+    return _save_png(encode_panoptic_rgb(panoptic), path)
+
+
+def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Prediction PNG -> (H, W) int32 ids = R * 1000 + G."""
+    img = _open_png(path)
+    arr = np.asarray(img)
+    if arr.ndim != 3 or arr.shape[2] < 3:
+        raise DataError(f"{path}: panoptic prediction must be an RGB PNG, got mode {img.mode}")
+    return arr[..., 0].astype(np.int32) * LABEL_DIVISOR + arr[..., 1].astype(np.int32)
