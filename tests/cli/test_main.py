@@ -1,0 +1,73 @@
+"""The `panopticdepth` command: help texts, unknown commands and bad arguments."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from panopticdepth.cli.main import SUBCOMMANDS, build_parser, main
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "panopticdepth.cli.main", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_top_level_help_lists_commands():
+    res = _run("--help")
+    assert res.returncode == 0
+    assert "depth" in res.stdout.lower()
+    assert "config" in res.stdout
+
+
+def _available() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return [name for name in SUBCOMMANDS if name in sub.choices]
+
+
+@pytest.mark.parametrize("name", _available())
+def test_each_subcommand_explains_itself(name: str, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: panopticdepth " + name)
+    assert len(out.splitlines()) > 3
+
+
+def test_unknown_subcommand_fails_without_traceback():
+    res = _run("frobnicate")
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    assert "invalid choice" in res.stderr
+
+
+def test_no_subcommand_prints_help_and_fails():
+    res = _run()
+    assert res.returncode != 0
+    assert "usage" in res.stdout
+
+
+def test_bad_override_is_one_line_error():
+    res = _run("config", "solver.base_lrr=1")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "solver.base_lrr" in lines[0]
+
+
+def test_missing_config_file_is_one_line_error(tmp_path):
+    res = _run("config", "--config", str(tmp_path / "missing.yaml"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert "missing.yaml" in res.stderr
+
+
+def test_config_prints_resolved_values():
+    res = _run("config", "model.depth.normalization=T1")
+    assert res.returncode == 0
+    assert "normalization: T1" in res.stdout
