@@ -29,9 +29,13 @@ class LossConfig:
     segment: float = 4.0
     focal_alpha: float = 0.25
     focal_gamma: float = 2.0
+    # FACTOR: weight of both depth losses (spec 6.4)
     depth: float = 5.0
+    # FACTOR_INS: extra weight of the instance-level depth loss
     depth_instance: float = 1.0
-    # instance-level depth loss (variants E/F of Table 3)
+    # factor on the scale-invariant log term inside L~ = si * SI + REL (trap 18; Eq. 6 has 1)
+    depth_si_factor: float = 5.0
+    # instance-level depth loss (variants E/F of Table 3); with T1 it supervises the min depth
     instance_depth_loss: bool = True
 
 
@@ -47,6 +51,14 @@ class TargetConfig:
     min_overlap: float = 0.7
     gaussian_sigma: float = 3.0
     ignore_value: int = 255
+    # stride of the mask/depth embedding (SEMANTIC_FPN.COMMON_STRIDE)
+    common_stride: int = 4
+    # guidance positions: downsampled GT mask > this (spec 2.5)
+    guidance_threshold: float = 0.1
+    # stuff score maps: values below are zeroed (spec 5.1)
+    stuff_score_threshold: float = 0.5
+    # stuff pixel depth loss: sem_labels > this (things use > 0, trap 19)
+    stuff_depth_threshold: float = 0.5
 
 
 @dataclass
@@ -58,5 +70,13 @@ class TrainConfig:
     eval_period: int = 0
     # stop after this many minutes (0 = no limit); used by the demo
     max_minutes: float = 0.0
+    # auto (CUDA when available, else CPU) | cpu | cuda
+    device: str = "auto"
+    # DDP: tolerate parameters that get no gradient in an iteration (e.g. no thing in the batch)
+    find_unused_parameters: bool = True
+    # write TensorBoard scalars under <output>/tensorboard
+    tensorboard: bool = True
+    # periodic evaluation on at most this many val images (0 = all)
+    eval_max_images: int = 0
     loss: LossConfig = field(default_factory=LossConfig)
     targets: TargetConfig = field(default_factory=TargetConfig)

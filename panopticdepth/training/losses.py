@@ -1,0 +1,268 @@
+"""Training losses of PanopticDepth (spec section 6, traps 18-26, paper Eq. 6-9).
+
+`compute_losses(outputs, targets, model, cfg)` returns the original's loss dict, weights already
+applied (the engine sums the values):
+
+* `loss_pos_th`  focal loss on the centre heat maps / max(N_th, 1)                  (spec 6.1)
+* `loss_pos_st`  focal loss on the region maps, per-pixel mean per (image, class) / B
+* `loss_seg_th`  weighted dice over the 7 positives of every (instance, level) / N_th  (6.2)
+* `loss_seg_st`  dice of every (image, level, present class) / N_st                 (6.3)
+* `loss_depth`   pixel-level L~ = 5 SI + REL pooled over things and stuff           (6.4, Eq. 6-8)
+* `loss_depth_ins` instance-level L~ on the predicted shift                       (6.4, Eq. 9)
+
+Depth variants (Table 3) follow `cfg.model.depth`: `mode="pixel"` (variant A) supervises
+`HeadOutputs.pixel_depth` over all valid pixels and has no instance loss; `normalization` T2 / T1 /
+none goes through `depth_generator.depth_maps`; the instance loss (`cfg.train.loss.
+instance_depth_loss`) supervises the shift `d_max/2 * sigma(v_s)` with the instance's mean depth
+(T2, the original) or its min depth (T1, Eq. 4); with `none` there is no shift and no instance loss.
+A disabled term is absent from the dict; depth off -> no depth terms at all.
+
+Per-GPU batch > 1 (the original asserts 1 for depth, trap 34): both depth losses are computed per
+image and averaged over the B images (an image without any valid pixel contributes 0), i.e. exactly
+what data parallelism with one image per GPU optimises. N_th / N_st stay per-batch counts, as the
+original's per-GPU normalisers (trap 24).
+
+Invalid depth (0) never enters; empty sets give a zero that stays connected to the graph, and the
+REL square root has a finite gradient at 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import sigmoid_focal_loss
+
+from ..config.schema import Config
+from ..errors import PanopticDepthError
+from ..modeling.depth_generator import depth_maps
+from ..modeling.outputs import HeadOutputs, LevelOutputs
+from .kernel_gather import StuffKernels, ThingKernels, gather_stuff_kernels, gather_thing_kernels
+from .targets import Targets
+
+DEPTH_EPS = 1e-6  # clamp before the log, kills the gradient of dead (0) predictions (trap 21)
+DICE_EPS = 1e-8
+
+
+def graph_zero(*tensors: torch.Tensor | None) -> torch.Tensor:
+    """An exact 0 that depends on the given tensors, so backward() still reaches their graph."""
+    parts = [t.sum() * 0.0 for t in tensors if t is not None]
+    return torch.stack(parts).sum()
+
+
+def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
+    """Element-wise RetinaNet focal loss with soft targets (spec 6.1, trap 26).
+
+    torchvision's `sigmoid_focal_loss` computes exactly `alpha_t * BCE(x, t) * (1 - p_t)^gamma` with
+    `p_t = p t + (1-p)(1-t)` and `alpha_t = alpha t + (1-alpha)(1-t)`, valid for t in [0, 1].
+    """
+    return sigmoid_focal_loss(logits, targets, alpha=alpha, gamma=gamma, reduction="none")
+
+
+def dice_loss(probs_nk: torch.Tensor, targets_nk: torch.Tensor) -> torch.Tensor:
+    """1 - 2 sum(p t) / max(sum p^2 + sum t^2, 1e-8) over the last dim (spec 6.2, trap 23)."""
+    denom = (probs_nk**2).sum(-1) + (targets_nk**2).sum(-1)
+    return 1.0 - 2.0 * (probs_nk * targets_nk).sum(-1) / denom.clamp(min=DICE_EPS)
+
+
+def position_losses(outputs: HeadOutputs, targets: Targets, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss_pos_th, loss_pos_st) (spec 6.1, traps 24-26)."""
+    lc = cfg.train.loss
+    th, st = [], []
+    for level, tgt in zip(outputs.levels, targets.levels):
+        th.append(focal_loss(level.center_logits, tgt.center, lc.focal_alpha, lc.focal_gamma).sum())
+        per_class = focal_loss(level.region_logits, tgt.stuff_scores, lc.focal_alpha, lc.focal_gamma)
+        st.append(per_class.flatten(2).mean(-1).sum())
+    n_th = max(targets.num_things, 1)
+    b = max(targets.batch_size, 1)
+    return lc.position_thing * sum(th) / n_th, lc.position_stuff * sum(st) / b
+
+
+def thing_mask_logits(things: ThingKernels, embedding_bchw: torch.Tensor) -> torch.Tensor:
+    """Dynamic convolution K . E^m -> (B, N, P, H4*W4) logits (spec 3.1)."""
+    b, n, p, c = things.kernels.shape
+    flat = embedding_bchw.reshape(b, c, -1)
+    return torch.bmm(things.kernels.reshape(b, n * p, c), flat).view(b, n, p, -1)
+
+
+def thing_segment_loss(things: ThingKernels, logits_bnpk: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Weighted dice over the P positives / max(N_th, 1) (spec 6.2); exact graph-connected 0 if N_th = 0."""
+    valid = things.valid
+    n_th = int(valid.sum())
+    if n_th == 0:
+        return graph_zero(logits_bnpk, things.weights)
+    probs = logits_bnpk[valid].sigmoid()  # (n, P, K)
+    target = things.masks[valid].flatten(1)  # (n, K)
+    weights = things.weights[valid]
+    weights = weights / weights.sum(-1, keepdim=True).clamp(min=DICE_EPS)
+    dice = dice_loss(probs, target.unsqueeze(1).expand_as(probs))
+    return cfg.train.loss.segment * (dice * weights).sum() / max(n_th, 1)
+
+
+def stuff_segment_loss(stuff: StuffKernels, embedding_bchw: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Dice of every present (image, level, class) entry / max(N_st, 1) (spec 6.3)."""
+    b, s, c = stuff.kernels.shape
+    logits = torch.bmm(stuff.kernels, embedding_bchw.reshape(b, c, -1))  # (B, S, K)
+    valid = stuff.valid
+    n_st = int(valid.sum())
+    if n_st == 0:
+        return graph_zero(logits)
+    dice = dice_loss(logits[valid].sigmoid(), stuff.labels[valid].flatten(1))
+    return cfg.train.loss.segment * dice.sum() / max(n_st, 1)
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a finite (zero) gradient at 0; identical value elsewhere."""
+    positive = x > 0
+    return torch.where(
+        positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), torch.zeros_like(x)
+    )
+
+
+def depth_loss(gt: torch.Tensor, pred: torch.Tensor, si_factor: float = 5.0) -> torch.Tensor:
+    """L~ = si_factor * SI + REL over paired 1-d tensors (spec 6.4, Eq. 6, trap 18).
+
+    SI = mean(d^2) - (sum d)^2 / n^2 with d = log g - log p; REL = sqrt(mean((1 - p/g)^2)); both g and
+    p clamped to >= 1e-6 first (trap 21). An empty input gives a graph-connected 0.
+    """
+    n = gt.numel()
+    if n == 0:
+        return graph_zero(pred)
+    g = gt.clamp(min=DEPTH_EPS)
+    p = pred.clamp(min=DEPTH_EPS)
+    diff = torch.log(g) - torch.log(p)
+    si = (diff**2).mean() - diff.sum() ** 2 / (n * n)
+    rel = _safe_sqrt(((1.0 - p / g) ** 2).mean())
+    return si * si_factor + rel
+
+
+def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
+    """Predicted shift d_max/2 * sigma(v_s) (44 m for the released model; spec 4.1, 6.4)."""
+    return 0.5 * cfg.model.depth.max_depth * torch.sigmoid(depth_kernels[..., 0])
+
+
+def instance_depth_losses(
+    outputs: HeadOutputs, targets: Targets, things: ThingKernels, stuff: StuffKernels, cfg: Config
+) -> dict[str, torch.Tensor]:
+    """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (spec 6.4)."""
+    lc, dc = cfg.train.loss, cfg.model.depth
+    emb = outputs.depth_embedding
+    if emb is None or things.depth_kernels is None or stuff.depth_kernels is None:
+        raise PanopticDepthError(
+            "instance depth losses need depth_embedding and depth kernels from the network"
+        )
+    depth = targets.depth
+    b = depth.shape[0]
+    p = things.depth_kernels.shape[2]
+    first_thing = cfg.model.first_thing_id
+    with_instance = lc.instance_depth_loss and dc.normalization in ("T1", "T2")
+    pixel_terms, instance_terms = [], []
+    for i in range(b):
+        depth_k = depth[i, 0].flatten()  # (K,)
+        valid_px = depth_k > 0
+        # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel (trap 19)
+        kept = things.valid[i] & (things.depth_count[i] > 0)
+        n = int(kept.sum())
+        gts, preds = [], []
+        if n > 0:
+            dk = things.depth_kernels[i][kept]  # (n, P, E2)
+            maps = depth_maps(dk.reshape(n * p, -1), emb[i], dc).view(n, p, -1)
+            sel = (things.masks[i][kept].flatten(1) > 0) & valid_px  # (n, K)
+            sel_npk = sel.unsqueeze(1).expand(n, p, -1)
+            preds.append(maps[sel_npk])
+            gts.append(depth_k.view(1, 1, -1).expand(n, p, -1)[sel_npk])
+            if with_instance:
+                stat = things.depth_mean[i] if dc.normalization == "T2" else things.depth_min[i]
+                shift = _shift_prediction(dk, cfg)  # (n, P)
+                instance_terms.append(
+                    depth_loss(
+                        stat[kept].unsqueeze(1).expand(n, p).reshape(-1),
+                        shift.reshape(-1),
+                        lc.depth_si_factor,
+                    )
+                )
+        # stuff: present stuff classes (not thing train ids, trap 44) with valid pixels
+        labels = stuff.labels[i].flatten(1)  # (S, K)
+        st_kept = stuff.valid[i] & (stuff.classes[i] < first_thing) & ((labels * valid_px).sum(-1) > 0)
+        m = int(st_kept.sum())
+        if m > 0:
+            maps = depth_maps(stuff.depth_kernels[i][st_kept], emb[i], dc).view(m, -1)
+            sel = (labels[st_kept] > cfg.train.targets.stuff_depth_threshold) & valid_px
+            preds.append(maps[sel])
+            gts.append(depth_k.view(1, -1).expand(m, -1)[sel])
+        if preds:
+            pixel_terms.append(depth_loss(torch.cat(gts), torch.cat(preds), lc.depth_si_factor))
+    zero = graph_zero(emb, things.depth_kernels, stuff.depth_kernels)
+    out = {"loss_depth": lc.depth * (sum(pixel_terms, zero) / b)}
+    if with_instance:
+        out["loss_depth_ins"] = lc.depth * lc.depth_instance * (sum(instance_terms, zero) / b)
+    return out
+
+
+def pixel_depth_loss(outputs: HeadOutputs, targets: Targets, cfg: Config) -> dict[str, torch.Tensor]:
+    """Variant A (Table 3): L~ of the pixel-wise depth map over valid pixels, per image, mean over B."""
+    pred = outputs.pixel_depth
+    if pred is None:
+        raise PanopticDepthError("depth mode 'pixel' needs HeadOutputs.pixel_depth from the network")
+    depth = targets.depth
+    b = depth.shape[0]
+    terms = []
+    for i in range(b):
+        valid = depth[i] > 0
+        if bool(valid.any()):
+            terms.append(depth_loss(depth[i][valid], pred[i][valid], cfg.train.loss.depth_si_factor))
+    return {"loss_depth": cfg.train.loss.depth * (sum(terms, graph_zero(pred)) / b)}
+
+
+def _float32(outputs: HeadOutputs) -> HeadOutputs:
+    """Head outputs in float32 (a bf16/fp16 autocast forward must not lower the losses' precision)."""
+
+    def f(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else x.float()
+
+    levels = [
+        LevelOutputs(f(lv.center_logits), f(lv.region_logits), f(lv.kernels), f(lv.depth_kernels))
+        for lv in outputs.levels
+    ]
+    return HeadOutputs(
+        levels=levels,
+        mask_embedding=f(outputs.mask_embedding),
+        depth_embedding=f(outputs.depth_embedding),
+        pixel_depth=f(outputs.pixel_depth),
+        features=outputs.features,
+    )
+
+
+def compute_losses(
+    outputs: HeadOutputs, targets: Targets, model: nn.Module, cfg: Config
+) -> dict[str, torch.Tensor]:
+    """The original's loss dict for one (per-GPU) batch (spec 6, 10.1 steps 5-8; contract 8).
+
+    Runs in float32 with autocast disabled, whatever precision the forward used.
+    """
+    with torch.autocast(device_type=outputs.mask_embedding.device.type, enabled=False):
+        return _compute_losses(_float32(outputs), targets, model, cfg)
+
+
+def _compute_losses(
+    outputs: HeadOutputs, targets: Targets, model: nn.Module, cfg: Config
+) -> dict[str, torch.Tensor]:
+    tc = cfg.train.targets
+    loss_pos_th, loss_pos_st = position_losses(outputs, targets, cfg)
+    things = gather_thing_kernels(outputs, targets, model, tc.pos_num, tc.guidance_threshold)
+    stuff = gather_stuff_kernels(outputs, targets, model)
+    logits = thing_mask_logits(things, outputs.mask_embedding)
+    losses = {
+        "loss_pos_th": loss_pos_th,
+        "loss_pos_st": loss_pos_st,
+        "loss_seg_th": thing_segment_loss(things, logits, cfg),
+        "loss_seg_st": stuff_segment_loss(stuff, outputs.mask_embedding, cfg),
+    }
+    if not cfg.model.depth.enabled:
+        return losses
+    if targets.depth is None:
+        raise PanopticDepthError("the depth branch is enabled but the targets carry no depth map")
+    if cfg.model.depth.mode == "pixel":
+        losses.update(pixel_depth_loss(outputs, targets, cfg))
+    else:
+        losses.update(instance_depth_losses(outputs, targets, things, stuff, cfg))
+    return losses

@@ -1,0 +1,400 @@
+"""Ground-truth generation for training (spec section 5, traps 25-32).
+
+`build_targets` turns a list of Samples (contract 1) into per-level targets at the sizes of the
+network's outputs: Gaussian centre heat maps and thing slots per FPN level, soft stuff score maps
+and compacted stuff slots, and the stride-4 depth map. It reproduces the original's `GenerateGT`
+numerically (bilinear point-sampling downsampling, "mass" centres, the CenterNet radius that divides
+every root by 2, inclusive scale ranges) but stores the thing slots truncated to
+`T_l = max(1, max_b #assigned)` instead of the original's 150 (the losses truncate to exactly that,
+so nothing changes except memory); unused slots still hold 255 (trap 32).
+
+Shapes: B images, K = 8 thing classes, C = 19 classes, (Hp, Wp) padded batch, (H4, W4) mask
+embedding, (h, w) one FPN level, T / S = thing / stuff slots of that level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config.schema import Config
+from ..config.training import TargetConfig
+from ..errors import DataError
+from ..modeling.outputs import HeadOutputs
+
+
+@dataclass
+class LevelTargets:
+    """Targets of one FPN level for the whole batch."""
+
+    center: torch.Tensor  # (B, K, h, w) float32 Gaussian centre heat maps
+    thing_masks: torch.Tensor  # (B, T, H4, W4) soft 1/4-res masks; 255 in unused slots
+    thing_valid: torch.Tensor  # (B, T) bool, True for assigned slots (the original's index_mask)
+    thing_classes: torch.Tensor  # (B, T) int64 thing index 0..K-1 (0 in unused slots)
+    thing_index: torch.Tensor  # (B, T) int64 centre position cy * w + cx (unused by the losses)
+    stuff_scores: torch.Tensor  # (B, C, h, w) soft focal targets, values < 0.5 zeroed
+    stuff_labels: torch.Tensor  # (B, S, H4, W4) soft 1/4-res class maps of the present classes
+    stuff_masks: torch.Tensor  # (B, S, h, w) binary region (score > 0) used for kernel averaging
+    stuff_valid: torch.Tensor  # (B, S) bool
+    stuff_classes: torch.Tensor  # (B, S) int64 train id (0 in unused slots)
+    # Per-instance depth statistics over (mask > 0) & (depth > 0) at 1/4 res; None without depth.
+    thing_depth_mean: torch.Tensor | None = None  # (B, T) metres, 0 where no valid pixel
+    thing_depth_min: torch.Tensor | None = None  # (B, T) metres, 0 where no valid pixel
+    thing_depth_count: torch.Tensor | None = None  # (B, T) int64 number of valid pixels
+
+    @property
+    def num_things(self) -> torch.Tensor:
+        """(B,) number of assigned instances per image."""
+        return self.thing_valid.sum(1)
+
+    @property
+    def num_stuff(self) -> torch.Tensor:
+        """(B,) number of present classes per image."""
+        return self.stuff_valid.sum(1)
+
+
+@dataclass
+class Targets:
+    """Everything the losses need; `levels` follow the head levels p3..p7."""
+
+    levels: list[LevelTargets]
+    depth: torch.Tensor | None  # (B, 1, H4, W4) metres at stride 4, 0 = invalid (and padding)
+    padded_size: tuple[int, int]  # (Hp, Wp)
+    mask_size: tuple[int, int]  # (H4, W4)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.levels[0].center.shape[0])
+
+    @property
+    def num_things(self) -> int:
+        """N_th: (instance, level) assignments over the batch (spec 6.1)."""
+        return int(sum(int(lv.thing_valid.sum()) for lv in self.levels))
+
+    @property
+    def num_stuff(self) -> int:
+        """N_st: (image, level, present class) entries over the batch (spec 6.3)."""
+        return int(sum(int(lv.stuff_valid.sum()) for lv in self.levels))
+
+
+def boxes_from_masks(masks_nhw: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) float32 XYXY with *inclusive* max, as the DPS mapper (spec 8.3).
+
+    Empty masks get an all-zero box (scale 0: assigned to no level).
+    """
+    n = masks_nhw.shape[0]
+    if n == 0:
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks_nhw.device)
+    rows_nh = masks_nhw.any(dim=2)
+    cols_nw = masks_nhw.any(dim=1)
+    h, w = rows_nh.shape[1], cols_nw.shape[1]
+    y0 = rows_nh.float().argmax(1)
+    y1 = h - 1 - rows_nh.flip(1).float().argmax(1)
+    x0 = cols_nw.float().argmax(1)
+    x1 = w - 1 - cols_nw.flip(1).float().argmax(1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return torch.where(rows_nh.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
+
+
+def gaussian_radius(wh_n2: torch.Tensor, min_overlap: float) -> torch.Tensor:
+    """CornerNet radius with every root divided by 2 (the CenterNet variant, spec 5.2, trap 30).
+
+    `wh_n2` is the box size on the level (float32); returns the float radius (before clamp/int).
+    The operation order follows the original so float32 rounding (hence the int cut) agrees.
+    """
+    width, height = wh_n2[..., 0], wh_n2[..., 1]
+    o = min_overlap
+    b1 = height + width
+    c1 = width * height * (1 - o) / (1 + o)
+    r1 = (b1 + torch.sqrt(b1**2 - 4 * 1 * c1)) / 2
+    b2 = 2 * (height + width)
+    c2 = (1 - o) * width * height
+    r2 = (b2 + torch.sqrt(b2**2 - 4 * 4 * c2)) / 2
+    a3 = 4 * o
+    b3 = -2 * o * (height + width)
+    c3 = (o - 1) * width * height
+    r3 = (b3 + torch.sqrt(b3**2 - 4 * a3 * c3)) / 2
+    return torch.minimum(r1, torch.minimum(r2, r3))
+
+
+def draw_heatmap(
+    centers_n2: torch.Tensor, radius_n: torch.Tensor, classes_n: torch.Tensor, num_classes: int,
+    size: tuple[int, int], sigma_factor: float,
+) -> torch.Tensor:  # fmt: skip
+    """Max-merge one (2r+1)^2 Gaussian per instance into its class channel -> (K, h, w) float32.
+
+    sigma = (2r + 1) / sigma_factor; values < float64-eps * max are zeroed; the window is clipped at
+    the borders (a centre at x = w, allowed by the original's clamp, still draws its left part).
+    Computed in float64 and cast, like the original's numpy kernel.
+    """
+    h, w = size
+    device = centers_n2.device
+    heat = torch.zeros((num_classes, h * w), dtype=torch.float32, device=device)
+    if centers_n2.shape[0] == 0:
+        return heat.view(num_classes, h, w)
+    cx = centers_n2[:, 0].double().view(-1, 1, 1)
+    cy = centers_n2[:, 1].double().view(-1, 1, 1)
+    r = radius_n.double().view(-1, 1, 1)
+    sigma = (2 * r + 1) / sigma_factor
+    dx = torch.arange(w, dtype=torch.float64, device=device).view(1, 1, w) - cx
+    dy = torch.arange(h, dtype=torch.float64, device=device).view(1, h, 1) - cy
+    g_nhw = torch.exp(-(dx * dx + dy * dy) / (2 * sigma * sigma))
+    g_nhw = torch.where(g_nhw < np.finfo(np.float64).eps, torch.zeros_like(g_nhw), g_nhw)  # max is 1
+    inside = (dx.abs() <= r) & (dy.abs() <= r)
+    g_nhw = (g_nhw * inside).float().view(-1, h * w)
+    index = classes_n.view(-1, 1).expand(-1, h * w)
+    heat.scatter_reduce_(0, index, g_nhw, reduce="amax", include_self=True)
+    return heat.view(num_classes, h, w)
+
+
+def _downsampled_size(h: int, w: int, stride: int) -> tuple[int, int]:
+    """`int(h / stride + 0.5)` as the original (spec 5.1)."""
+    scale = 1.0 / stride
+    return int(h * scale + 0.5), int(w * scale + 0.5)
+
+
+def _bilinear_chunked(masks_nhw: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch.Tensor:
+    """Bilinear (align_corners=False, no antialias: trap 27) resize of binary maps -> (N, h, w) float32.
+
+    Converted to float a few maps at a time: a 1024x2048 float map is 8 MB, 19 classes or 100
+    instances at once would be hundreds of MB. Same numbers as one batched call (per-map op).
+    """
+    parts = [
+        F.interpolate(
+            masks_nhw[i : i + chunk].float()[None], size=size, mode="bilinear", align_corners=False
+        )[0]
+        for i in range(0, masks_nhw.shape[0], chunk)
+    ]
+    if not parts:
+        return torch.zeros((0, *size), device=masks_nhw.device)
+    return torch.cat(parts)
+
+
+def _mass_centers(soft_nhw: torch.Tensor) -> torch.Tensor:
+    """Unweighted mean (x, y) of the pixels where the soft mask > 0 (trap 29) -> (N, 2) float32.
+
+    Sums in float64 (exact for integer coordinates). An empty mask gives NaN in the original, whose
+    integer cast is clamped to 0; it is set to 0 here directly.
+    """
+    pos = (soft_nhw > 0).double()
+    n, h, w = soft_nhw.shape
+    count = pos.sum((1, 2))
+    ys = torch.arange(h, dtype=torch.float64, device=soft_nhw.device)
+    xs = torch.arange(w, dtype=torch.float64, device=soft_nhw.device)
+    cx = (pos.sum(1) * xs).sum(1) / count.clamp(min=1)
+    cy = (pos.sum(2) * ys).sum(1) / count.clamp(min=1)
+    centers = torch.stack([cx, cy], 1).float()
+    return torch.where(count.view(-1, 1) > 0, centers, torch.zeros_like(centers))
+
+
+@dataclass
+class _ImageThings:
+    soft_nhw: torch.Tensor  # (N, h4, w4) bilinear-downsampled masks
+    centers_n2: torch.Tensor  # (N, 2) float32 mass centres at 1/4 res
+    boxes_n4: torch.Tensor  # (N, 4) float32
+    scales_n: torch.Tensor  # (N,) sqrt(box area)
+    classes_n: torch.Tensor  # (N,) int64
+
+
+def _image_things(sample: dict, stride: int, num_classes: int, device: torch.device) -> _ImageThings:
+    masks = sample.get("instance_masks")
+    classes = sample.get("instance_classes")
+    n_cls = 0 if classes is None else classes.numel()
+    if (masks is not None and masks.shape[0] != n_cls) or (
+        n_cls and not 0 <= int(classes.min()) <= int(classes.max()) < num_classes
+    ):
+        path = sample.get("meta", {}).get("image_path", "<unknown image>")
+        raise DataError(
+            f"{path}: instance masks/classes inconsistent or classes outside 0..{num_classes - 1}"
+        )
+    h, w = sample["semantic"].shape[-2:]
+    h4, w4 = _downsampled_size(h, w, stride)
+    if masks is None or masks.shape[0] == 0:
+        return _ImageThings(
+            torch.zeros((0, h4, w4), device=device), torch.zeros((0, 2), device=device),
+            torch.zeros((0, 4), device=device), torch.zeros((0,), device=device),
+            torch.zeros((0,), dtype=torch.int64, device=device),
+        )  # fmt: skip
+    masks = masks.to(device=device, dtype=torch.bool)
+    soft = _bilinear_chunked(masks, (h4, w4))
+    boxes = boxes_from_masks(masks)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    classes = sample["instance_classes"].to(device=device, dtype=torch.int64)
+    return _ImageThings(soft, _mass_centers(soft), boxes, torch.sqrt(area), classes)
+
+
+def _stuff_semantics(
+    sample: dict, num_classes: int, ignore: int, stride: int, mask_size, device
+) -> torch.Tensor:
+    """One-hot (ignore and any id outside 0..C-1 -> all zero, trap 25), bilinear to 1/4 res,
+    pasted top-left -> (C, H4, W4)."""
+    sem = sample["semantic"].to(device=device, dtype=torch.int64)
+    h4, w4 = _downsampled_size(*sem.shape, stride)
+    classes = torch.arange(num_classes, device=device).view(-1, 1, 1)
+    small = _bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4))
+    out = torch.zeros((num_classes, *mask_size), device=device)
+    out[:, :h4, :w4] = small[:, : mask_size[0], : mask_size[1]]
+    return out
+
+
+def _depth_target(sample: dict, stride: int, mask_size, device) -> torch.Tensor:
+    """Legacy-nearest downsampling (pixel (4i, 4j), trap 28), pasted into zeros -> (1, H4, W4)."""
+    depth = sample["depth"].to(device=device, dtype=torch.float32)
+    h4, w4 = _downsampled_size(*depth.shape, stride)
+    small = F.interpolate(depth[None, None], size=(h4, w4), mode="nearest")[0]
+    out = torch.zeros((1, *mask_size), device=device)
+    out[:, :h4, :w4] = small[:, : mask_size[0], : mask_size[1]]
+    return out
+
+
+def _assign_level(
+    things: _ImageThings,
+    scale_range,
+    level_size,
+    mask_size,
+    padded_size,
+    tcfg: TargetConfig,
+    num_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One image, one level -> (heat (K,h,w), masks (n,H4,W4), classes (n,), index (n,)) (spec 5.2)."""
+    lo, hi = scale_range
+    h, w = level_size
+    assigned = (things.scales_n >= lo) & (things.scales_n <= hi)
+    centers = things.centers_n2[assigned]
+    # Centre rescale in float32 then truncation toward zero, clamp with the original's off-by-one.
+    ratio = torch.tensor([w / mask_size[1], h / mask_size[0]], dtype=torch.float32, device=centers.device)
+    centers_int = (centers * ratio).to(torch.int64)
+    centers_int[:, 0].clamp_(min=0, max=w)
+    centers_int[:, 1].clamp_(min=0, max=h)
+    boxes = things.boxes_n4[assigned]
+    box_ratio = torch.tensor(
+        [w / padded_size[1], h / padded_size[0]], dtype=torch.float32, device=boxes.device
+    )
+    wh = (boxes[:, 2:] - boxes[:, :2]) * box_ratio
+    radius = gaussian_radius(wh, tcfg.min_overlap).clamp(min=0).to(torch.int32)
+    classes = things.classes_n[assigned]
+    heat = draw_heatmap(centers_int, radius, classes, num_classes, (h, w), tcfg.gaussian_sigma)
+    soft = things.soft_nhw[assigned]
+    masks = torch.zeros((soft.shape[0], *mask_size), device=soft.device)
+    masks[:, : soft.shape[1], : soft.shape[2]] = soft[:, : mask_size[0], : mask_size[1]]
+    index = centers_int[:, 1] * w + centers_int[:, 0]
+    return heat, masks, classes, index
+
+
+def _stuff_level(gt_sem_chw: torch.Tensor, level_size, threshold: float):
+    """Soft score map at the level (clamp <= 1, < threshold -> 0) and the present classes (spec 5.1)."""
+    scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
+    scores = scores.clamp(max=1.0)
+    scores = torch.where(scores < threshold, torch.zeros_like(scores), scores)
+    present = torch.nonzero(scores.flatten(1).sum(-1) > 0).flatten()
+    return scores, present
+
+
+def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: torch.Tensor):
+    """Mean / min depth and pixel count over (mask > 0) & (depth > 0) per slot (spec 6.4)."""
+    sel = (masks_btHW > 0) & valid_bt[..., None, None] & (depth_b1HW > 0)
+    count = sel.sum((-1, -2))
+    depth = depth_b1HW.expand_as(masks_btHW)
+    mean = (depth * sel).sum((-1, -2)) / count.clamp(min=1)
+    big = torch.full_like(depth, float("inf"))
+    dmin = torch.where(sel, depth, big).amin((-1, -2))
+    dmin = torch.where(count > 0, dmin, torch.zeros_like(dmin))
+    return mean, dmin, count
+
+
+def build_targets(
+    samples: list[dict], outputs: HeadOutputs, padded_size: tuple[int, int], cfg: Config
+) -> Targets:
+    """Samples (contract 1) + the network's output shapes -> `Targets` (spec 5, contract 8).
+
+    `padded_size` = (Hp, Wp) of the batch tensor (box sizes are scaled by level size / padded size,
+    as the original). Level and mask sizes are read from `outputs`. Targets live on the device of
+    `outputs.mask_embedding` and carry no gradient.
+    """
+    tcfg = cfg.train.targets
+    mcfg = cfg.model
+    device = outputs.mask_embedding.device
+    mask_size = tuple(int(s) for s in outputs.mask_embedding.shape[-2:])
+    level_sizes = [tuple(int(s) for s in lv.center_logits.shape[-2:]) for lv in outputs.levels]
+    if len(level_sizes) != len(tcfg.instance_scales):
+        raise ValueError(f"{len(level_sizes)} head levels but {len(tcfg.instance_scales)} instance_scales")
+    if len(samples) != outputs.mask_embedding.shape[0]:
+        raise ValueError(f"{len(samples)} samples for a batch of {outputs.mask_embedding.shape[0]}")
+    kth, ncls = mcfg.num_thing_classes, mcfg.num_classes
+    with_depth = bool(mcfg.depth.enabled)
+    with torch.no_grad():
+        per_image = []
+        depths = []
+        for sample in samples:
+            things = _image_things(sample, tcfg.common_stride, kth, device)
+            gt_sem = _stuff_semantics(sample, ncls, tcfg.ignore_value, tcfg.common_stride, mask_size, device)
+            per_image.append((things, gt_sem))
+            if with_depth:
+                if sample.get("depth") is None:
+                    path = sample.get("meta", {}).get("image_path", "<unknown image>")
+                    raise DataError(f"{path}: the depth branch is enabled but the sample has no depth map")
+                depths.append(_depth_target(sample, tcfg.common_stride, mask_size, device))
+        depth = torch.stack(depths) if with_depth else None
+        levels = []
+        for lsize, srange in zip(level_sizes, tcfg.instance_scales):
+            things_l = [
+                _assign_level(t, srange, lsize, mask_size, padded_size, tcfg, kth) for t, _ in per_image
+            ]
+            stuff_l = [_stuff_level(s, lsize, tcfg.stuff_score_threshold) for _, s in per_image]
+            levels.append(
+                _stack_level(things_l, stuff_l, [s for _, s in per_image], mask_size, lsize, tcfg, depth)
+            )
+    return Targets(levels=levels, depth=depth, padded_size=tuple(padded_size), mask_size=mask_size)
+
+
+def _stack_level(
+    things_l, stuff_l, gt_sems, mask_size, level_size, tcfg: TargetConfig, depth
+) -> LevelTargets:
+    """Per-image level targets -> batched, slots truncated to max(1, max count) (spec 2.5, 5.4)."""
+    b = len(things_l)
+    device = gt_sems[0].device
+    n_th = [t[1].shape[0] for t in things_l]
+    if max(n_th) > tcfg.tensor_dim:
+        raise DataError(
+            f"{max(n_th)} instances of one image on one level exceed train.targets.tensor_dim="
+            f"{tcfg.tensor_dim} (the original's TENSOR_DIM limit); raise it in the config"
+        )
+    t_slots = max(1, max(n_th))
+    thing_masks = torch.full((b, t_slots, *mask_size), float(tcfg.ignore_value), device=device)
+    thing_valid = torch.zeros((b, t_slots), dtype=torch.bool, device=device)
+    thing_classes = torch.zeros((b, t_slots), dtype=torch.int64, device=device)
+    thing_index = torch.zeros((b, t_slots), dtype=torch.int64, device=device)
+    for i, (_, masks, classes, index) in enumerate(things_l):
+        n = masks.shape[0]
+        thing_masks[i, :n] = masks
+        thing_valid[i, :n] = True
+        thing_classes[i, :n] = classes
+        thing_index[i, :n] = index
+    n_st = [p.numel() for _, p in stuff_l]
+    s_slots = max(1, max(n_st))
+    stuff_scores = torch.stack([s for s, _ in stuff_l])
+    stuff_labels = torch.zeros((b, s_slots, *mask_size), device=device)
+    stuff_masks = torch.zeros((b, s_slots, *level_size), device=device)
+    stuff_valid = torch.zeros((b, s_slots), dtype=torch.bool, device=device)
+    stuff_classes = torch.zeros((b, s_slots), dtype=torch.int64, device=device)
+    for i, (scores, present) in enumerate(stuff_l):
+        n = present.numel()
+        stuff_labels[i, :n] = gt_sems[i][present]
+        stuff_masks[i, :n] = (scores[present] > 0).float()
+        stuff_valid[i, :n] = True
+        stuff_classes[i, :n] = present
+    level = LevelTargets(
+        center=torch.stack([t[0] for t in things_l]),
+        thing_masks=thing_masks, thing_valid=thing_valid,
+        thing_classes=thing_classes, thing_index=thing_index,
+        stuff_scores=stuff_scores, stuff_labels=stuff_labels, stuff_masks=stuff_masks,
+        stuff_valid=stuff_valid, stuff_classes=stuff_classes,
+    )  # fmt: skip
+    if depth is not None:
+        level.thing_depth_mean, level.thing_depth_min, level.thing_depth_count = _depth_stats(
+            thing_masks, thing_valid, depth
+        )
+    return level
