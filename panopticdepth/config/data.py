@@ -7,21 +7,32 @@ from dataclasses import dataclass, field
 
 @dataclass
 class AugmentationConfig:
+    # false = training sees exactly the file content
     enabled: bool = True
-    # random rescale factor range (min, max); [1, 1] = off
+    # random rescale factor range (min, max); [1, 1] = off (released DPS config: crop disabled, trap 39)
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    # crop/pad to this (H, W); [] = no crop
+    # crop/pad to this (H, W); [] = no crop. With a crop size the rescale is ResizeScale to it (§7).
     crop_size: list[int] = field(default_factory=list)
+    # center (original DPS pipeline) | random
+    crop_mode: str = "center"
     hflip: bool = True
     color: bool = True
+    # clip rescaled depth to the [min, max] of the depth map before scaling (INPUT.DEPTH_BOUND)
+    depth_bound: bool = True
 
 
 @dataclass
 class DataConfig:
-    # cityscapes-dps | semkitti-dps | cityscapes-panoptic | custom | synthetic
+    # cityscapes-dps | semkitti-dps | cityscapes-panoptic | custom | synthetic (= cityscapes-dps layout)
     dataset: str = "cityscapes-dps"
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = 2
+    # seed of the augmentation draws (per seed, epoch, index)
+    seed: int = 0
+    # drop thing instances with fewer pixels than this after augmentation (0 = keep all, as the original)
+    min_instance_pixels: int = 0
+    # custom dataset: path of the class-definition YAML ("" = <root>/classes.yaml)
+    classes_file: str = ""
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

@@ -68,26 +68,29 @@ def encode_depth(depth_m: np.ndarray) -> np.ndarray:
     return np.clip(np.round(d * DEPTH_SCALE), 0, 65535).astype(np.uint16)
 
 
-def _save_png(array: np.ndarray, path: str | os.PathLike, mode: str | None = None) -> Path:
+def _save_png(
+    array: np.ndarray, path: str | os.PathLike, mode: str | None = None, compress_level: int = 6
+) -> Path:
+    """`compress_level` 1 is ~3x faster than PIL's default 6 on noisy images, and not larger."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        Image.fromarray(array, mode=mode).save(tmp, format="PNG")
+        Image.fromarray(array, mode=mode).save(tmp, format="PNG", compress_level=compress_level)
     return path
 
 
-def write_depth(path: str | os.PathLike, depth_m: np.ndarray) -> Path:
-    return _save_png(encode_depth(depth_m), path)
+def write_depth(path: str | os.PathLike, depth_m: np.ndarray, compress_level: int = 6) -> Path:
+    return _save_png(encode_depth(depth_m), path, compress_level=compress_level)
 
 
-def write_panoptic_ids(path: str | os.PathLike, ids: np.ndarray) -> Path:
+def write_panoptic_ids(path: str | os.PathLike, ids: np.ndarray, compress_level: int = 6) -> Path:
     ids = np.asarray(ids)
     if ids.min(initial=0) < 0 or ids.max(initial=0) > 65535:
         raise ValueError("panoptic ids must fit in uint16")
-    return _save_png(ids.astype(np.uint16), path)
+    return _save_png(ids.astype(np.uint16), path, compress_level=compress_level)
 
 
-def write_image_rgb(path: str | os.PathLike, image: np.ndarray) -> Path:
-    return _save_png(np.ascontiguousarray(image, dtype=np.uint8), path)
+def write_image_rgb(path: str | os.PathLike, image: np.ndarray, compress_level: int = 6) -> Path:
+    return _save_png(np.ascontiguousarray(image, dtype=np.uint8), path, compress_level=compress_level)
 
 
 def encode_panoptic_rgb(panoptic: np.ndarray) -> np.ndarray:
@@ -114,3 +117,38 @@ def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataError(f"{path}: panoptic prediction must be an RGB PNG, got mode {img.mode}")
     return arr[..., 0].astype(np.int32) * LABEL_DIVISOR + arr[..., 1].astype(np.int32)
+
+
+def png_bit_depth(path: str | os.PathLike) -> int:
+    """Bits per channel of an image file (8 or 16), read from the decoded mode."""
+    img = _open_png(path)
+    return 16 if img.mode in ("I;16", "I;16B", "I;16L", "I") else 8
+
+
+def read_label_png(path: str | os.PathLike, what: str, bits: int | None = 8) -> np.ndarray:
+    """Single-channel label PNG -> (H, W) int64. `bits` 8 or 16 enforces the bit depth; None accepts both."""
+    img = _open_png(path)
+    is16 = img.mode in ("I;16", "I;16B", "I;16L", "I")
+    if img.mode not in ("L", "P") and not is16:
+        raise DataError(f"{path}: {what} must be a single-channel PNG, got mode {img.mode}")
+    if bits == 8 and is16:
+        raise DataError(f"{path}: {what} must be an 8-bit PNG, got 16-bit")
+    if bits == 16 and not is16:
+        raise DataError(f"{path}: {what} must be a 16-bit PNG, got 8-bit ({img.mode})")
+    return np.asarray(img).astype(np.int64)
+
+
+def read_segment_rgb(path: str | os.PathLike) -> np.ndarray:
+    """COCO-panoptic PNG -> (H, W) int64 segment ids = R + 256 G + 256^2 B (Cityscapes panoptic, §8.2)."""
+    img = _open_png(path)
+    if img.mode != "RGB":
+        raise DataError(f"{path}: COCO-panoptic segment PNG must be RGB, got mode {img.mode}")
+    rgb = np.asarray(img).astype(np.int64)
+    return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+
+
+def write_segment_rgb(path: str | os.PathLike, segment_ids: np.ndarray) -> Path:
+    """(H, W) segment ids -> COCO-panoptic RGB PNG (inverse of `read_segment_rgb`)."""
+    ids = np.asarray(segment_ids, dtype=np.int64)
+    rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
+    return _save_png(rgb, path)

@@ -1,0 +1,77 @@
+"""`build_dataset` / `collate_samples` (contract 1): one entry point for every dataset format."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..config.data import DataConfig
+from ..errors import DataError
+from .augment import Augmentation
+from .base import FrameDataset, Problem, Record, raise_problems
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cityscapes-dps", "semkitti-dps", "cityscapes-panoptic", "custom", "synthetic")
+
+
+def discover_records(
+    data_cfg: DataConfig, split: str, root: str | None = None
+) -> tuple[list[Record], list[Problem]]:
+    """Frames of a split and the pairing problems, for the dataset named by `data_cfg.dataset`."""
+    name = data_cfg.dataset
+    root = root if root is not None else data_cfg.root
+    if not root:
+        raise DataError("data.root is empty: set it to the dataset folder (data.root=DIR)")
+    if name in ("cityscapes-dps", "synthetic"):
+        from .cityscapes_dps import discover
+    elif name == "semkitti-dps":
+        from .semkitti_dps import discover
+    elif name == "cityscapes-panoptic":
+        from .cityscapes_panoptic import discover
+    elif name == "custom":
+        from .custom import discover
+    else:
+        raise DataError(f"unknown dataset '{name}' (data.dataset must be one of {', '.join(DATASETS)})")
+    return discover(root, split)
+
+
+def dataset_class(name: str) -> type[FrameDataset]:
+    if name in ("cityscapes-dps", "synthetic"):
+        from .cityscapes_dps import CityscapesDPSDataset as cls
+    elif name == "semkitti-dps":
+        from .semkitti_dps import SemKITTIDPSDataset as cls
+    elif name == "cityscapes-panoptic":
+        from .cityscapes_panoptic import CityscapesPanopticDataset as cls
+    elif name == "custom":
+        from .custom import CustomDataset as cls
+    else:
+        raise DataError(f"unknown dataset '{name}' (data.dataset must be one of {', '.join(DATASETS)})")
+    return cls
+
+
+def build_dataset(data_cfg: DataConfig, split: str, train: bool) -> FrameDataset:
+    """Map-style dataset of Samples for `split`; training applies `data_cfg.augmentation`.
+
+    `split` is a split folder name (e.g. `data_cfg.train_split`). Raises DataError when files are
+    missing or do not pair up.
+    """
+    records, problems = discover_records(data_cfg, split)
+    raise_problems(problems)
+    if not records:
+        raise DataError(f"{data_cfg.root}: no frames found for split '{split}'")
+    aug = Augmentation(data_cfg.augmentation) if train and data_cfg.augmentation.enabled else None
+    cls = dataset_class(data_cfg.dataset)
+    kwargs: dict[str, Any] = {}
+    if data_cfg.dataset == "custom":
+        from .custom import load_class_table
+
+        kwargs["class_table"] = load_class_table(data_cfg.root, data_cfg.classes_file or None)
+    ds = cls(records, aug, seed=data_cfg.seed, min_instance_pixels=data_cfg.min_instance_pixels, **kwargs)
+    log.info("%s %s: %d frames (augmentation %s)", data_cfg.dataset, split, len(ds), "on" if aug else "off")
+    return ds
+
+
+def collate_samples(batch: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Batches are plain lists of samples (images differ in size; targets are built per image)."""
+    return list(batch)

@@ -1,0 +1,105 @@
+"""Dataset validation for `panopticdepth data check`: every problem with the file it concerns.
+
+It runs the readers' own discovery and per-frame loading (the same checks that raise `DataError`
+during training), collecting the problems instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from ..config.data import DataConfig
+from ..errors import DataError
+from ..utils.progress import progress
+from .base import Problem, Record
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SPLITS = ("train", "val", "test")
+
+
+def detect_dataset(root: str | os.PathLike) -> str:
+    """Guess the dataset format of a folder from its file names."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: not a directory")
+    if (root / "classes.yaml").is_file():
+        return "custom"
+    if any(root.glob("gtFine/cityscapes_panoptic_*.json")) or any(
+        root.glob("cityscapes/gtFine/cityscapes_panoptic_*.json")
+    ):
+        return "cityscapes-panoptic"
+    for pattern, name in (
+        ("*_gtFine_class.png", "semkitti-dps"),
+        ("*_gtFine_instanceTrainIds.png", "cityscapes-dps"),
+    ):
+        for depth in range(5):
+            if any(root.glob("/".join(["*"] * depth + [pattern]))):
+                return name
+    raise DataError(f"{root}: cannot tell the dataset format; pass --dataset")
+
+
+def _load(name: str, record: Record, table=None) -> None:
+    if name in ("cityscapes-dps", "synthetic"):
+        from .cityscapes_dps import load_frame
+
+        load_frame(record)
+    elif name == "semkitti-dps":
+        from .semkitti_dps import load_frame
+
+        load_frame(record)
+    elif name == "cityscapes-panoptic":
+        from .cityscapes_panoptic import load_frame
+
+        load_frame(record)
+    else:
+        from .custom import load_frame
+
+        load_frame(record, table)
+
+
+def check_dataset(
+    root: str | os.PathLike, dataset: str | None = None, splits: list[str] | None = None
+) -> tuple[dict[str, int], list[Problem]]:
+    """Validate `root`; returns ({split: number of frames}, problems). Splits default to the ones present."""
+    from .build import discover_records
+
+    name = dataset or detect_dataset(root)
+    cfg = DataConfig(dataset=name, root=str(root))
+    problems: list[Problem] = []
+    table = None
+    if name == "custom":
+        from .custom import load_class_table
+
+        try:
+            table = load_class_table(root)
+        except DataError as err:
+            return {}, [Problem(str(Path(root) / "classes.yaml"), str(err).split(": ", 1)[-1])]
+    counts: dict[str, int] = {}
+    seen: set = set()
+    for split in splits or DEFAULT_SPLITS:
+        try:
+            records, found = discover_records(cfg, split)
+        except DataError as err:
+            if splits:  # asked for explicitly: its absence is a problem
+                problems.append(Problem(str(root), str(err)))
+            continue
+        key = (tuple(r.meta.get("image_path", r.image_id) for r in records), tuple(map(str, found)))
+        if key in seen:  # the root is itself a split folder: every split name resolves to it
+            continue
+        seen.add(key)
+        problems.extend(found)
+        counts[split] = len(records)
+        for rec in progress(records, desc=f"check {split}", unit="img"):
+            try:
+                _load(name, rec, table)
+            except DataError as err:
+                path, _, msg = str(err).partition(": ")
+                problems.append(Problem(path, msg))
+    if not counts and not problems:
+        problems.append(
+            Problem(str(root), f"no split found (looked for {', '.join(splits or DEFAULT_SPLITS)})")
+        )
+    return counts, problems

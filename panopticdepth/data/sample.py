@@ -1,0 +1,84 @@
+"""Build the Sample dict of contract 1 from decoded arrays (image, panoptic ids, depth).
+
+Instances are derived from the panoptic id map *after* augmentation, so masks, classes and the
+semantic map always agree with the transformed image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..io.formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID
+from .classes import FIRST_THING_ID, NUM_CLASSES
+
+
+def semantic_from_panoptic(panoptic_hw: np.ndarray) -> np.ndarray:
+    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (spec §8.3)."""
+    sem = panoptic_hw // LABEL_DIVISOR
+    return np.where((sem >= 0) & (sem < NUM_CLASSES), sem, IGNORE_LABEL).astype(np.int64)
+
+
+def instances_from_panoptic(
+    panoptic_hw: np.ndarray, crowd_instance_zero: bool = False, drop_thin: bool = True, min_pixels: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thing segments of a panoptic map -> (ids (N,), masks (N,H,W) bool, classes (N,) 0..7).
+
+    `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic,
+    §8.2) and yields no instance. In Cityscapes-DVPS it is an ordinary instance (trap 42).
+    `drop_thin`: drop instances whose inclusive box has zero width or height (§8.3, trap 31).
+    `min_pixels`: drop instances with fewer pixels (`data.min_instance_pixels`, 0 = off).
+    """
+    ids = np.unique(panoptic_hw)
+    cls = ids // LABEL_DIVISOR
+    keep = (cls >= FIRST_THING_ID) & (cls < NUM_CLASSES)
+    if crowd_instance_zero:
+        keep &= ids % LABEL_DIVISOR != 0
+    ids = ids[keep]
+    h, w = panoptic_hw.shape
+    if ids.size == 0:
+        return ids.astype(np.int64), np.zeros((0, h, w), bool), np.zeros((0,), np.int64)
+    masks_nhw = panoptic_hw[None] == ids[:, None, None]
+    if drop_thin:
+        rows_nh = masks_nhw.any(axis=2)
+        cols_nw = masks_nhw.any(axis=1)
+        height = h - 1 - np.argmax(rows_nh[:, ::-1], axis=1) - np.argmax(rows_nh, axis=1)
+        width = w - 1 - np.argmax(cols_nw[:, ::-1], axis=1) - np.argmax(cols_nw, axis=1)
+        thick = (height > 0) & (width > 0)
+        ids, masks_nhw = ids[thick], masks_nhw[thick]
+    if min_pixels > 0:
+        big = masks_nhw.sum(axis=(1, 2)) >= min_pixels
+        ids, masks_nhw = ids[big], masks_nhw[big]
+    classes = (ids // LABEL_DIVISOR - FIRST_THING_ID).astype(np.int64)
+    return ids.astype(np.int64), masks_nhw, classes
+
+
+def make_sample(
+    image_hw3: np.ndarray,
+    panoptic_hw: np.ndarray,
+    depth_hw: np.ndarray | None,
+    meta: dict[str, Any],
+    crowd_instance_zero: bool = False,
+    drop_thin: bool = True,
+    min_pixels: int = 0,
+) -> dict[str, Any]:
+    """Numpy arrays -> the Sample dict (contract 1) with torch tensors."""
+    panoptic_hw = np.asarray(panoptic_hw, dtype=np.int64)
+    _, masks_nhw, classes = instances_from_panoptic(panoptic_hw, crowd_instance_zero, drop_thin, min_pixels)
+    h, w = panoptic_hw.shape
+    meta = dict(meta)
+    meta["height"], meta["width"] = int(h), int(w)
+    return {
+        "image": torch.from_numpy(np.ascontiguousarray(image_hw3.transpose(2, 0, 1))),
+        "semantic": torch.from_numpy(semantic_from_panoptic(panoptic_hw)),
+        "panoptic": torch.from_numpy(panoptic_hw),
+        "instance_masks": torch.from_numpy(np.ascontiguousarray(masks_nhw)),
+        "instance_classes": torch.from_numpy(classes),
+        "depth": None if depth_hw is None else torch.from_numpy(np.asarray(depth_hw, dtype=np.float32)),
+        "meta": meta,
+    }
+
+
+__all__ = ["VOID_ID", "instances_from_panoptic", "make_sample", "semantic_from_panoptic"]
