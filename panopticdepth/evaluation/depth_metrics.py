@@ -1,0 +1,141 @@
+"""Monocular depth metrics as mergeable pixel sums (Eigen et al. 2014; KITTI depth benchmark).
+
+Definitions (d = prediction, g = ground truth, both in metres, over the pixels with g > 0, pooled
+over the whole dataset, i.e. every valid pixel has the same weight; for the log metrics d is
+clamped to >= 1e-3 m so that they stay finite where the prediction is 0):
+
+* abs_rel  = mean(|d - g| / g)
+* sq_rel   = mean((d - g)^2 / g)
+* rmse     = sqrt(mean((d - g)^2))                       [m]
+* rmse_log = sqrt(mean((log d - log g)^2))
+* silog    = 100 * sqrt(mean(e^2) - mean(e)^2), e = log d - log g   (KITTI benchmark's SILog)
+* delta1/2/3 = 100 * fraction of pixels with max(d/g, g/d) < 1.25, 1.25^2, 1.25^3   [%]
+
+abs_rel equals the DPQ evaluators' internal side value only when that is pooled the same way
+(they average it per sequence or per window: PROTOCOL.md section 4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_DEPTH = 1e-3
+_FIELDS = ("n", "abs_rel", "sq_rel", "sq_err", "log_sq", "log_sum", "d1", "d2", "d3")
+
+
+def depth_sums(pred: np.ndarray, gt: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """(9,) float64 sums over the valid pixels of one frame; arrays in units of 1/scale metres."""
+    if _raw16(pred) and _raw16(gt):
+        return _depth_sums_raw16(pred, gt, scale)
+    g = np.ravel(gt)
+    valid = g > 0
+    gv = g[valid].astype(np.float64) / scale
+    dv = np.ravel(pred)[valid].astype(np.float64) / scale
+    diff = dv - gv
+    sq = diff * diff
+    dl = np.maximum(dv, MIN_DEPTH)
+    log_ratio = np.log(dl / gv)
+    return np.array(
+        [
+            gv.size,
+            (np.abs(diff) / gv).sum(),
+            (sq / gv).sum(),
+            sq.sum(),
+            (log_ratio * log_ratio).sum(),
+            log_ratio.sum(),
+            *_delta_counts(dl, gv),
+        ],
+        dtype=np.float64,
+    )
+
+
+def _delta_counts(d: np.ndarray, g: np.ndarray) -> list[int]:
+    """max(d/g, g/d) < c as d < c*g and g < c*d: exact for 1.25^k and 16-bit depths (no log ties)."""
+    return [int(np.count_nonzero((d < c * g) & (g < c * d))) for c in (1.25, 1.25**2, 1.25**3)]
+
+
+def _raw16(a: np.ndarray) -> bool:
+    return a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and (a.dtype.kind == "u" or a.min(initial=0) >= 0)
+
+
+_LOG_CACHE: dict[float, np.ndarray] = {}
+
+
+def _log_table(scale: float) -> np.ndarray:
+    table = _LOG_CACHE.get(scale)
+    if table is None:
+        table = np.log(np.maximum(np.arange(65536, dtype=np.float64) / scale, MIN_DEPTH))
+        _LOG_CACHE[scale] = table
+    return table
+
+
+def _depth_sums_raw16(pred: np.ndarray, gt: np.ndarray, scale: float) -> np.ndarray:
+    from .matching import inverse_table
+
+    g = np.ravel(gt)
+    g_idx = g.astype(np.intp)
+    return raw_depth_sums(pred, g, g_idx, None, np.take(inverse_table(), g_idx), scale)
+
+
+def raw_depth_sums(
+    pred: np.ndarray,
+    g: np.ndarray,
+    g_idx: np.ndarray,
+    abs_diff: np.ndarray | None,
+    inv_g: np.ndarray,
+    scale: float,
+) -> np.ndarray:
+    """Sums for raw 16-bit maps from table lookups (1/g, log) instead of per-pixel division / log.
+
+    `abs_diff` (float64 |p - g|, may be modified) and `inv_g` (1/g, 0 where g = 0) can be shared
+    with the DPQ depth check.
+    """
+    p = np.ravel(pred)
+    invalid = g == 0
+    n_invalid = int(np.count_nonzero(invalid))
+    if abs_diff is None:
+        abs_diff = np.abs(np.subtract(p, g, dtype=np.int32)).astype(np.float64)
+    abs_diff[invalid] = 0.0
+    log_table = _log_table(scale)
+    log_ratio = np.take(log_table, p.astype(np.intp))
+    log_ratio -= np.take(log_table, g_idx)
+    log_ratio[invalid] = 0.0
+    sq = abs_diff * abs_diff
+    g_f = g.astype(np.float64)  # 0 where invalid: never counted by the delta test
+    d_f = np.maximum(p.astype(np.float64), MIN_DEPTH * scale)
+    return np.array(
+        [
+            g.size - n_invalid,
+            np.dot(abs_diff, inv_g),
+            np.dot(sq, inv_g) / scale,
+            sq.sum() / scale**2,
+            np.dot(log_ratio, log_ratio),
+            log_ratio.sum(),
+            *_delta_counts(d_f, g_f),
+        ],
+        dtype=np.float64,
+    )
+
+
+def empty_depth_sums() -> np.ndarray:
+    return np.zeros(len(_FIELDS), np.float64)
+
+
+def depth_summary(sums: np.ndarray) -> dict[str, float]:
+    """Metrics from accumulated sums; None (JSON null) when no valid pixel was seen."""
+    n = float(sums[0])
+    if n == 0:
+        keys = ("abs_rel", "sq_rel", "rmse", "rmse_log", "silog", "delta1", "delta2", "delta3")
+        return {**{k: None for k in keys}, "num_pixels": 0}
+    mean_log = sums[5] / n
+    return {
+        "abs_rel": float(sums[1] / n),
+        "sq_rel": float(sums[2] / n),
+        "rmse": float(np.sqrt(sums[3] / n)),
+        "rmse_log": float(np.sqrt(sums[4] / n)),
+        "silog": float(100.0 * np.sqrt(max(sums[4] / n - mean_log * mean_log, 0.0))),
+        "delta1": float(100.0 * sums[6] / n),
+        "delta2": float(100.0 * sums[7] / n),
+        "delta3": float(100.0 * sums[8] / n),
+        "num_pixels": int(n),
+    }

@@ -1,0 +1,108 @@
+"""The constants that distinguish the official DPQ evaluators (PROTOCOL.md sections 3, 6, 9, 10).
+
+Everything the matching code needs to know about a dataset's evaluator is here, so the algorithm
+in `matching.py` is written once: the id encoding (category * divisor + instance), which GT id is
+"void" (subtracted from unions), which GT category is "ignore" (no FN, FP excusal), the prediction
+void category, the depth-failed category, the PQ epsilon, the thing/stuff split and the window rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CITYSCAPES_CLASS_NAMES = (
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+)  # fmt: skip
+SEMKITTI_CLASS_NAMES = (
+    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
+    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence",
+    "vegetation", "trunk", "terrain", "pole", "traffic-sign",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One official evaluator's conventions.
+
+    `epsilon=None` means PD-city's `max(x, 1)` denominators; a float means ViP-kitti's `x + eps`.
+    `windows_cross_sequences`: ViP-kitti slides its k-frame windows over the globally sorted file
+    list (PROTOCOL.md section 10); PD-city windows stay inside a sequence (section 6).
+    `abs_rel_unit`: the unit over which the evaluator's internal abs_rel side value is pooled
+    ("sequence" for PD-city, "window" for ViP-kitti) before the unweighted mean over units.
+    """
+
+    name: str
+    label_divisor: int
+    void_category: int
+    num_classes: int
+    thing_classes: tuple[int, ...]
+    class_names: tuple[str, ...]
+    epsilon: float | None
+    no_depth_lambda: float
+    windows_cross_sequences: bool
+    abs_rel_unit: str
+    depth_failed_category: int = 19
+
+    @property
+    def void_id(self) -> int:
+        """The one GT id whose overlap is subtracted from unions (section 5 / trap 5)."""
+        return self.void_category * self.label_divisor
+
+    @property
+    def stuff_classes(self) -> tuple[int, ...]:
+        return tuple(c for c in range(self.num_classes) if c not in self.thing_classes)
+
+    @property
+    def valid_pred_categories(self) -> frozenset[int]:
+        """Prediction categories the official evaluator accepts without crashing (section 3)."""
+        extra = {self.depth_failed_category}
+        if self.name != "semkitti-dps":
+            extra.add(self.void_category)  # PD-city skips category 32 in matching and FP counting
+        return frozenset(range(self.num_classes)) | extra
+
+    @property
+    def valid_gt_categories(self) -> frozenset[int]:
+        return frozenset(range(self.num_classes)) | {self.depth_failed_category, self.void_category}
+
+
+CITYSCAPES_DPS = Protocol(
+    name="cityscapes-dps",
+    label_divisor=1000,
+    void_category=32,
+    num_classes=19,
+    thing_classes=tuple(range(11, 19)),
+    class_names=CITYSCAPES_CLASS_NAMES,
+    epsilon=None,
+    no_depth_lambda=-1.0,
+    windows_cross_sequences=False,
+    abs_rel_unit="sequence",
+)
+
+SEMKITTI_DPS = Protocol(
+    name="semkitti-dps",
+    label_divisor=2**20,
+    void_category=255,
+    num_classes=19,
+    thing_classes=tuple(range(8)),
+    class_names=SEMKITTI_CLASS_NAMES,
+    epsilon=1e-10,
+    no_depth_lambda=0.0,
+    windows_cross_sequences=True,
+    abs_rel_unit="window",
+)
+
+PROTOCOLS = {p.name: p for p in (CITYSCAPES_DPS, SEMKITTI_DPS)}
+
+
+def get_protocol(name: str) -> Protocol:
+    try:
+        return PROTOCOLS[name]
+    except KeyError:
+        raise ValueError(f"unknown DPQ protocol {name!r}; choose from {sorted(PROTOCOLS)}") from None
+
+
+def lambda_key(lam: float) -> str:
+    """'0.5', '0.25', '0.1', '-1', '0': the keys of expected.json and of the JSON summary."""
+    return f"{lam:g}"
