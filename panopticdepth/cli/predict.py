@@ -1,0 +1,176 @@
+"""`panopticdepth predict`: panoptic segmentation + depth for images, folders, sequences and videos.
+
+Per input frame, in `--output`:
+
+* `<stem>_panoptic.png`: official RGB prediction format (R = train id, G = instance id, B = 0);
+* `<stem>_depth.png`: uint16 metres * 256 (not written for a model without depth);
+* with `--raw`, `<stem>.npz`: `panoptic` int32 (H, W) = train id * 1000 + instance (instance 0
+  for stuff; 32000 = VOID, segmentation-only models), `depth` float32 (H, W) metres (absent without
+  depth), `segments` a structured array with fields `id` int32 (panoptic id), `category` int32
+  (train id), `score` float32, `is_thing` bool, `area` int64 (pixels);
+* with `--vis`, `<stem>_vis.png` (panel); with `--pointcloud`, `<stem>.ply` (coloured points).
+
+Frames of a video get the stem `<videostem>_<frame:06d>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+from .common import add_config_arguments
+
+logger = logging.getLogger(__name__)
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)+=")
+SEGMENT_DTYPE = [("id", "<i4"), ("category", "<i4"), ("score", "<f4"), ("is_thing", "?"), ("area", "<i8")]
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "predict",
+        help="predict panoptic segmentation and depth for images or videos",
+        description=(
+            "Run a model directory (written by 'convert' or 'train') on images, folders, image "
+            "sequences or video files; write the official panoptic PNG and the uint16 depth PNG per frame."
+        ),
+    )
+    p.add_argument(
+        "--weights", required=True, metavar="DIR", help="model directory (model.safetensors + config.yaml)"
+    )
+    p.add_argument(
+        "--input", required=True, nargs="+", metavar="PATH", help="images, folders, globs or videos"
+    )
+    p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--raw", action="store_true", help="also write <stem>.npz (panoptic ids, depth, segments)")
+    p.add_argument("--vis", action="store_true", help="also write a visualisation panel <stem>_vis.png")
+    p.add_argument("--pointcloud", action="store_true", help="also write a coloured point cloud <stem>.ply")
+    p.add_argument(
+        "--intrinsics",
+        metavar="SPEC",
+        help="camera for --pointcloud: 'fx,fy,cx,cy' or a Cityscapes camera JSON (default: from the size)",
+    )
+    p.add_argument(
+        "--bf16", action="store_true", help="bfloat16 autocast for the network (faster on CPUs with bf16)"
+    )
+    p.add_argument(
+        "--channels-last", action="store_true", help="channels_last memory format (faster on the CPU)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=1, metavar="N", help="images per forward pass (default 1)"
+    )
+    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_config_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def segments_array(segments: list) -> Any:
+    """Segment list -> structured numpy array (layout `SEGMENT_DTYPE`)."""
+    import numpy as np
+
+    rows = [(s.id, s.category, s.score, s.is_thing, s.area) for s in segments]
+    return np.array(rows, dtype=SEGMENT_DTYPE)
+
+
+def write_outputs(out_dir: Path, stem: str, image_rgb, result, args: argparse.Namespace) -> None:
+    """All files of one frame (atomic writes)."""
+    import numpy as np
+
+    from ..io.formats import write_depth, write_panoptic_rgb
+    from ..utils.files import atomic_path
+
+    panoptic = result.panoptic.cpu().numpy().astype(np.int32)
+    depth = None if result.depth is None else result.depth.float().cpu().numpy().astype(np.float32)
+    write_panoptic_rgb(out_dir / f"{stem}_panoptic.png", panoptic)
+    if depth is not None:
+        write_depth(out_dir / f"{stem}_depth.png", depth)
+    if args.raw:
+        arrays = {"panoptic": panoptic, "segments": segments_array(result.segments)}
+        if depth is not None:
+            arrays["depth"] = depth
+        with atomic_path(out_dir / f"{stem}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, **arrays)
+    if args.vis:
+        from ..visualization import save_panel
+
+        save_panel(out_dir / f"{stem}_vis.png", image_rgb, result)
+    if args.pointcloud:
+        if depth is None:
+            logger.warning("%s: the model predicts no depth; no point cloud written", stem)
+        else:
+            from ..io.pointcloud import parse_intrinsics, write_pointcloud_ply
+
+            h, w = panoptic.shape
+            intrinsics = parse_intrinsics(args.intrinsics, h, w)
+            write_pointcloud_ply(out_dir / f"{stem}.ply", image_rgb, depth, panoptic, intrinsics)
+
+
+def _split_overrides(inputs: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """`--input a.png model.x=1` puts the override into --input (nargs='+'): move it back."""
+    kept = []
+    for item in inputs:
+        if _OVERRIDE.match(item) and not Path(item).exists():
+            overrides.append(item)
+        else:
+            kept.append(item)
+    return kept, overrides
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import PanopticDepthError
+    from ..io.inputs import count_frames, iter_frames, resolve_inputs
+    from ..modeling.predictor import Predictor
+    from ..utils.progress import progress
+
+    if args.batch_size < 1:
+        raise PanopticDepthError(f"--batch-size must be >= 1, got {args.batch_size}")
+    weights = Path(args.weights)
+    if not weights.is_dir():
+        raise PanopticDepthError(
+            f"{weights}: --weights must be a model directory (model.safetensors + config.yaml)"
+        )
+    inputs, overrides = _split_overrides(args.input, list(args.overrides or []))
+    items = resolve_inputs(inputs)
+    if args.pointcloud and args.intrinsics:  # fail early on a bad camera spec
+        from ..io.pointcloud import parse_intrinsics
+
+        parse_intrinsics(args.intrinsics, 1, 1)
+    predictor = Predictor.from_dir(
+        weights,
+        config_path=args.config,
+        overrides=overrides,
+        device=args.device,
+        channels_last=args.channels_last,
+        bf16=args.bf16,
+        with_instance_masks=False,
+        with_sem_seg=False,
+    )
+    out_dir = Path(args.output)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bar = progress(total=count_frames(items), desc="predict", unit="img")
+    pending = []
+    done = 0
+
+    def flush() -> None:
+        nonlocal done
+        results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
+        for frame, result in zip(pending, results):
+            write_outputs(out_dir, frame.stem, frame.image, result, args)
+        done += len(pending)
+        bar.update(len(pending))
+        pending.clear()
+
+    for frame in iter_frames(items):
+        pending.append(frame)
+        if len(pending) >= args.batch_size:
+            flush()
+    if pending:
+        flush()
+    bar.close()
+    logger.info("wrote predictions for %d frame(s) to %s", done, out_dir)
+    return 0

@@ -1,0 +1,146 @@
+"""Input iteration for `predict`: image files, folders / image sequences, glob patterns and videos.
+
+Every frame comes out as an `InputFrame` with a unique output stem: an image's file stem, or
+`<videostem>_<frame:06d>` for the frames of a video. Videos are decoded with PyAV (`av`, optional
+dependency, imported only when a video is given).
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from .formats import read_image_rgb
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".gif"}
+
+
+@dataclass
+class InputFrame:
+    stem: str  # output file stem, unique within one run
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    source: Path  # image or video file
+    frame: int | None = None  # frame index within a video
+
+
+@dataclass
+class InputItem:
+    """One resolved input: an image file or a video file."""
+
+    path: Path
+    is_video: bool
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def resolve_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
+    """Files, folders (their images and videos, sorted, recursively) and glob patterns, in order."""
+    items: list[InputItem] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and (_is_image(p) or _is_video(p)))
+            if not found:
+                raise DataError(f"{path}: folder contains no image or video files")
+            items.extend(InputItem(p, _is_video(p)) for p in found)
+        elif path.is_file():
+            if _is_video(path):
+                items.append(InputItem(path, True))
+            elif _is_image(path):
+                items.append(InputItem(path, False))
+            else:
+                raise DataError(f"{path}: not an image or video file (unknown extension {path.suffix!r})")
+        elif glob.has_magic(str(spec)):
+            found = sorted(Path(p) for p in glob.glob(str(spec), recursive=True))
+            found = [p for p in found if p.is_file() and (_is_image(p) or _is_video(p))]
+            if not found:
+                raise DataError(f"{spec}: pattern matches no image or video file")
+            items.extend(InputItem(p, _is_video(p)) for p in found)
+        else:
+            raise DataError(f"{path}: input not found")
+    return items
+
+
+def _open_video(path: Path):
+    try:
+        import av
+    except ImportError:
+        raise DataError(f"{path}: reading videos needs PyAV (pip install av)") from None
+    try:
+        return av.open(str(path))
+    except (OSError, ValueError) as err:  # av.error.* derive from OSError / ValueError
+        raise DataError(f"{path}: cannot open video ({err})") from None
+
+
+def video_frame_count(path: Path) -> int | None:
+    """Frame count from the container metadata (None when unknown)."""
+    with _open_video(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        frames = container.streams.video[0].frames
+        return int(frames) if frames else None
+
+
+def iter_video(path: Path) -> Iterator[np.ndarray]:
+    """Decoded frames of the first video stream as (H, W, 3) uint8 RGB."""
+    with _open_video(path) as container:
+        if not container.streams.video:
+            raise DataError(f"{path}: no video stream")
+        stream = container.streams.video[0]
+        try:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="rgb24")
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: video decoding failed ({err})") from None
+
+
+def count_frames(items: Sequence[InputItem]) -> int | None:
+    """Total number of frames (None if a video does not say)."""
+    total = 0
+    for item in items:
+        if item.is_video:
+            n = video_frame_count(item.path)
+            if n is None:
+                return None
+            total += n
+        else:
+            total += 1
+    return total
+
+
+def iter_frames(items: Sequence[InputItem]) -> Iterator[InputFrame]:
+    """Frames of all inputs in order; duplicate stems get a `_<n>` suffix (with a warning)."""
+    used: set[str] = set()
+
+    def unique(stem: str) -> str:
+        candidate, n = stem, 0
+        while candidate in used:
+            n += 1
+            candidate = f"{stem}_{n}"
+        if n:
+            logger.warning("output stem %s used twice; writing %s", stem, candidate)
+        used.add(candidate)
+        return candidate
+
+    for item in items:
+        if item.is_video:
+            for k, frame in enumerate(iter_video(item.path)):
+                yield InputFrame(unique(f"{item.path.stem}_{k:06d}"), frame, item.path, k)
+        else:
+            yield InputFrame(unique(item.path.stem), read_image_rgb(item.path), item.path)

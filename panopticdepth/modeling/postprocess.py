@@ -1,0 +1,289 @@
+"""Post-processing: head outputs -> `PanopticDepthResult` per image (spec 2-4, pseudo-step 10.2).
+
+Per image: kernels (kernel_producer) -> mask logits (Eq. 2) -> thing rescoring / filtering and the
+upsampling chain (spec 3.2-3.3) -> panoptic merge (spec 3.4) -> depth of the winning segment
+(Eq. 3, spec 4.2) clamped to [0, clamp_max].
+
+Resolution paths (traps 7 and 49): mask *probabilities* go sigma at 1/4 -> bilinear x4 -> crop to
+the un-padded input -> resize to the output size; the depth *embedding* is resized directly from
+1/4 to the output size (`inference.depth_direct_resize`, the original's behaviour, which stretches
+the padding into the image for padded inputs) and the kernels are applied at full resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..config.model import ModelConfig
+from .depth_generator import gathered_depth
+from .kernel_producer import KernelSet, ProducedKernels, produce_kernels
+from .mask_generation import mask_logits
+from .outputs import HeadOutputs, PanopticDepthResult, Segment
+from .panoptic_merge import MergeResult, merge_panoptic
+
+LABEL_DIVISOR = 1000
+# Panoptic id of VOID pixels (PS mode only); equals `io.formats.VOID_ID` of the dataset encoding.
+VOID_PANOPTIC_ID = 32000
+# Instances upsampled to full resolution at a time (bounds memory at 1024x2048).
+_CHUNK = 16
+
+
+def upsample_probs(
+    probs_nhw: torch.Tensor, image_size: tuple[int, int], output_size: tuple[int, int]
+) -> torch.Tensor:
+    """sigma-maps at 1/4 res -> bilinear x4 -> crop [:h, :w] -> bilinear resize to output (spec 3.2.6)."""
+    h, w = image_size
+    if probs_nhw.shape[0] == 0:
+        return probs_nhw.new_zeros((0, *output_size))
+    up = F.interpolate(probs_nhw[None], scale_factor=4, mode="bilinear", align_corners=False)[0, :, :h, :w]
+    if (h, w) != tuple(output_size):
+        up = F.interpolate(up[None], size=tuple(output_size), mode="bilinear", align_corners=False)[0]
+    return up
+
+
+def upsample_embedding(
+    embedding_chw: torch.Tensor, image_size: tuple[int, int], output_size: tuple[int, int], direct: bool
+) -> torch.Tensor:
+    """Depth-path resize of a 1/4-res map: direct to the output size (trap 7) or x4 -> crop -> resize."""
+    if direct:
+        return F.interpolate(
+            embedding_chw[None], size=tuple(output_size), mode="bilinear", align_corners=False
+        )[0]
+    return upsample_probs(embedding_chw, image_size, output_size)
+
+
+@dataclass
+class ThingInstances:
+    """Things after rescoring and filtering (the original's `process_inst`), score order."""
+
+    classes: torch.Tensor  # (M,) thing index
+    scores: torch.Tensor  # (M,) rescored
+    depth_kernels: torch.Tensor | None  # (M, E)
+    probs_lowres: torch.Tensor  # (M, H4, W4) sigmoid mask probabilities at 1/4 resolution
+
+
+def rescore_things(
+    things: KernelSet, logits_nhw: torch.Tensor, mask_threshold: float, min_score: float, top_num: int
+):
+    """Mask rescoring, sort, `score >= min_score`, top `top_num` (spec 3.2.1-3.2.5, trap 11)."""
+    probs = torch.sigmoid(logits_nhw)
+    binary = (probs > mask_threshold).to(probs.dtype)
+    seg_score = (probs * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
+    scores = things.scores * seg_score
+    order = torch.argsort(scores, descending=True)
+    order = order[scores[order] >= min_score]
+    order = order[torch.argsort(scores[order], descending=True)][:top_num]
+    dk = None if things.depth_kernels is None else things.depth_kernels[order]
+    return ThingInstances(things.classes[order], scores[order], dk, probs[order])
+
+
+@dataclass
+class ImageDetails:
+    """Intermediates of one image, for conformance tests and debugging."""
+
+    kernels: ProducedKernels
+    thing_mask_logits: torch.Tensor
+    stuff_mask_logits: torch.Tensor
+    instances: ThingInstances
+    merge: MergeResult
+    combine_kept: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def postprocess_image(
+    outputs: HeadOutputs,
+    b: int,
+    model: Any,
+    cfg: ModelConfig,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int] | None = None,
+    with_instance_masks: bool = True,
+    with_sem_seg: bool = True,
+) -> tuple[PanopticDepthResult, ImageDetails]:
+    """Post-process image `b` of a batch; `model` provides `thing_projection` / `stuff_projection`.
+
+    `with_instance_masks` / `with_sem_seg` fill the full-resolution extras of the result (all
+    instance masks, the 19-class stuff probabilities); the CLI skips them for speed.
+    """
+    inf = cfg.inference
+    out_h, out_w = output_size if output_size is not None else image_size
+    num_classes = cfg.num_classes
+    thing_train_offset = cfg.first_thing_id
+    depth_on = cfg.depth.enabled
+    instance_depth = depth_on and cfg.depth.mode == "instance"
+    levels = outputs.levels
+    if not instance_depth:  # depth kernels unused: do not carry them around
+        levels = [type(lv)(lv.center_logits, lv.region_logits, lv.kernels, None) for lv in levels]
+    kernels = produce_kernels(levels, b, model.thing_projection, model.stuff_projection, inf)
+    embed_chw = outputs.mask_embedding[b].float()
+    device = embed_chw.device
+
+    # Things: mask logits, rescoring, upsampling (spec 3.2).
+    thing_logits = mask_logits(kernels.things.kernels, embed_chw)
+    inst = rescore_things(kernels.things, thing_logits, inf.mask_threshold, inf.rescore_min, inf.top_num)
+    m = int(inst.classes.numel())
+    kept = int((inst.scores >= inf.combine_instance_threshold).sum())  # prefix: scores are sorted
+    combine_chunks: list[torch.Tensor] = []
+    mask_chunks: list[torch.Tensor] = []
+    for start in range(0, m if with_instance_masks else kept, _CHUNK):
+        up = upsample_probs(inst.probs_lowres[start : start + _CHUNK], image_size, (out_h, out_w))
+        if start < kept:
+            combine_chunks.append(up[: kept - start])
+        if with_instance_masks:
+            mask_chunks.append(up > inf.mask_threshold)
+    combine_probs = (
+        torch.cat(combine_chunks) if combine_chunks else torch.zeros((0, out_h, out_w), device=device)
+    )
+    instance_masks = None
+    if with_instance_masks:
+        empty = torch.zeros((0, out_h, out_w), dtype=torch.bool, device=device)
+        instance_masks = torch.cat(mask_chunks) if mask_chunks else empty
+
+    # Stuff (spec 3.3): maps of the predicted classes only; the (num_classes, H, W) `sem_seg` of
+    # the original (0 for the other classes) is built only when asked for.
+    stuff_logits = mask_logits(kernels.stuff.kernels, embed_chw)
+    stuff_probs = upsample_probs(torch.sigmoid(stuff_logits), image_size, (out_h, out_w))
+    sem_shw = None
+    if with_sem_seg:
+        sem_shw = torch.zeros((num_classes, out_h, out_w), device=device)
+        sem_shw[kernels.stuff.classes] = stuff_probs
+
+    # Panoptic merge (spec 3.4): PS mode keeps VOID, DPS mode takes the probability argmax.
+    merge = merge_panoptic(
+        combine_probs,
+        inst.classes[:kept] + thing_train_offset,
+        stuff_probs,
+        kernels.stuff.classes,
+        num_classes,
+        range(thing_train_offset, num_classes),
+        inf.mask_threshold,
+        inf.combine_overlap_threshold,
+        inf.stuff_area_limit,
+        with_void=not depth_on,
+    )
+
+    depth_hw = None
+    if depth_on:
+        depth_hw = _merged_depth(outputs, b, cfg, image_size, (out_h, out_w), inst, kernels.stuff, merge)
+        depth_hw = depth_hw.clamp(0.0, cfg.depth.clamp_max)
+
+    result = _build_result(merge, sem_shw, depth_hw, inst, kernels.stuff, instance_masks, cfg)
+    details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, kept)
+    return result, details
+
+
+def _merged_depth(
+    outputs: HeadOutputs,
+    b: int,
+    cfg: ModelConfig,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    inst: ThingInstances,
+    stuff: KernelSet,
+    merge: MergeResult,
+) -> torch.Tensor:
+    """Per-pixel depth of the winning segment (spec 4.2) or the resized pixel-wise map (variant A)."""
+    direct = cfg.inference.depth_direct_resize
+    if cfg.depth.mode == "pixel":
+        if outputs.pixel_depth is None:
+            raise ValueError("depth.mode=pixel needs HeadOutputs.pixel_depth")
+        return upsample_embedding(outputs.pixel_depth[b].float(), image_size, output_size, direct)[0]
+    if outputs.depth_embedding is None or inst.depth_kernels is None or stuff.depth_kernels is None:
+        raise ValueError("instance-wise depth needs the depth embedding and depth kernels")
+    embed_ehw = upsample_embedding(outputs.depth_embedding[b].float(), image_size, output_size, direct)
+    e = stuff.depth_kernels.shape[1]
+    # Depth kernels of the stacked segments: accepted things, then accepted stuff classes.
+    stuff_rows = torch.full((cfg.num_classes,), -1, dtype=torch.long, device=embed_ehw.device)
+    stuff_rows[stuff.classes] = torch.arange(len(stuff), device=embed_ehw.device)
+    rows = stuff_rows[merge.accepted_stuff]
+    stuff_dk = torch.zeros((rows.numel(), e), device=embed_ehw.device)
+    stuff_dk[rows >= 0] = stuff.depth_kernels[rows[rows >= 0]]
+    kernels_ke = torch.cat([inst.depth_kernels[merge.accepted_things], stuff_dk])
+    if kernels_ke.shape[0] == 0:
+        return torch.zeros(output_size, device=embed_ehw.device)
+    winner_hw = merge.winner_hw
+    depth_hw = gathered_depth(kernels_ke, winner_hw.clamp(min=0), embed_ehw, cfg.depth)
+    # VOID pixels and stuff classes that won the argmax without a kernel of their own get 0.
+    has_kernel = torch.cat(
+        [torch.ones(merge.accepted_things.numel(), dtype=torch.bool, device=rows.device), rows >= 0]
+    )
+    valid_hw = (winner_hw >= 0) & has_kernel[winner_hw.clamp(min=0)]
+    return torch.where(valid_hw, depth_hw, torch.zeros_like(depth_hw))
+
+
+def _build_result(
+    merge: MergeResult,
+    sem_shw: torch.Tensor | None,
+    depth_hw: torch.Tensor | None,
+    inst: ThingInstances,
+    stuff: KernelSet,
+    instance_masks: torch.Tensor | None,
+    cfg: ModelConfig,
+) -> PanopticDepthResult:
+    """panoptic = category * 1000 + instance (stuff 0, things segment id - (num_classes + 1))."""
+    num_classes = cfg.num_classes
+    seg_hw, cat_hw = merge.segment_id_hw, merge.category_hw
+    is_thing_hw = seg_hw > num_classes + 1
+    instance_hw = torch.where(is_thing_hw, seg_hw - (num_classes + 1), torch.zeros_like(seg_hw))
+    void_hw = seg_hw < 0
+    panoptic_hw = torch.where(void_hw, VOID_PANOPTIC_ID, cat_hw * LABEL_DIVISOR + instance_hw)
+    # Segments actually present, with areas from one bincount over the stacked slots.
+    num_things = merge.accepted_things.numel()
+    slots = num_things + merge.accepted_stuff.numel()
+    areas = torch.bincount(merge.winner_hw[~void_hw].flatten(), minlength=slots).tolist() if slots else []
+    thing_scores = inst.scores[merge.accepted_things].tolist()
+    thing_cats = (inst.classes[merge.accepted_things] + cfg.first_thing_id).tolist()
+    stuff_score = {int(c): float(s) for c, s in zip(stuff.classes.tolist(), stuff.scores.tolist())}
+    segments: list[Segment] = []
+    for k in range(slots):
+        if areas[k] == 0:
+            continue
+        if k < num_things:
+            cat, instance, score = int(thing_cats[k]), k + 1, float(thing_scores[k])
+        else:
+            cat = int(merge.accepted_stuff[k - num_things])
+            instance, score = 0, stuff_score.get(cat, 0.0)
+        segments.append(
+            Segment(cat * LABEL_DIVISOR + instance, cat, instance, instance > 0, score, int(areas[k]))
+        )
+    return PanopticDepthResult(
+        panoptic=panoptic_hw,
+        semantic=cat_hw,
+        depth=depth_hw,
+        segments=segments,
+        segment_ids=seg_hw,
+        sem_seg_probs=sem_shw,
+        instance_classes=inst.classes,
+        instance_scores=inst.scores,
+        instance_masks=instance_masks,
+    )
+
+
+def postprocess(
+    outputs: HeadOutputs,
+    model: Any,
+    cfg: ModelConfig,
+    image_sizes: Sequence[tuple[int, int]],
+    output_sizes: Sequence[tuple[int, int]] | None = None,
+    with_instance_masks: bool = True,
+    with_sem_seg: bool = True,
+) -> list[PanopticDepthResult]:
+    """One `PanopticDepthResult` per image of the batch, at `output_sizes` (default: the input sizes).
+
+    `image_sizes` are the un-padded input sizes (H, W); `model` supplies the thing/stuff kernel
+    projections. Runs in float32 whatever precision the network used.
+    """
+    results = []
+    with torch.autocast(device_type=outputs.mask_embedding.device.type, enabled=False):
+        for b, size in enumerate(image_sizes):
+            out_size = output_sizes[b] if output_sizes is not None else size
+            result, _ = postprocess_image(
+                outputs, b, model, cfg, tuple(size), tuple(out_size), with_instance_masks, with_sem_seg
+            )
+            results.append(result)
+    return results

@@ -1,0 +1,151 @@
+"""`panopticdepth predict` through the CLI: images, folders, videos, raw outputs, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panopticdepth.checkpoint.model_dir import save_model_dir
+from panopticdepth.cli.main import main
+from panopticdepth.config import Config
+from panopticdepth.io.formats import read_depth, read_panoptic_rgb, write_image_rgb
+from panopticdepth.modeling.network import build_model
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    cfg = Config()
+    m = cfg.model
+    m.backbone.name = "resnet18"
+    m.fpn.out_channels = m.heads.convs_dim = 32
+    m.heads.norm_groups = 8
+    m.inference.stuff_area_limit = 16
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    save_model_dir(out, build_model(m), cfg)
+    return out
+
+
+def _image(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _write_video(path, frames):
+    av = pytest.importorskip("av")
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for f in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _check_frame(out, stem, shape):
+    raw = np.load(out / f"{stem}.npz")
+    pan = raw["panoptic"]
+    assert pan.dtype == np.int32 and pan.shape == shape
+    assert np.array_equal(read_panoptic_rgb(out / f"{stem}_panoptic.png"), pan)
+    depth = raw["depth"]
+    assert depth.dtype == np.float32 and depth.shape == shape
+    np.testing.assert_allclose(read_depth(out / f"{stem}_depth.png"), depth, atol=0.5 / 256 + 1e-6)
+    seg = raw["segments"]
+    assert seg.dtype.names == ("id", "category", "score", "is_thing", "area")
+    ids, counts = np.unique(pan, return_counts=True)
+    assert dict(zip(seg["id"].tolist(), seg["area"].tolist())) == dict(zip(ids.tolist(), counts.tolist()))
+    assert np.array_equal(seg["category"], seg["id"] // 1000)
+    assert np.array_equal(seg["is_thing"], seg["id"] % 1000 > 0)
+
+
+def test_images_folders_and_video(tiny_model_dir, tmp_path):
+    inputs = tmp_path / "in"
+    write_image_rgb(inputs / "single.png", _image(37, 53))
+    seq = inputs / "seq"
+    for k in range(2):
+        write_image_rgb(seq / f"frame_{k:03d}.png", _image(40, 48, k))
+    frames = [_image(48, 64, 10 + k) for k in range(3)]
+    _write_video(inputs / "clip.mp4", frames)
+    out = tmp_path / "out"
+    argv = ["predict", "--weights", str(tiny_model_dir), "--output", str(out), "--raw", "--batch-size", "2"]
+    rc = main([*argv, "--input", str(inputs / "single.png"), str(seq), str(inputs / "clip.mp4")])
+    assert rc == 0
+    _check_frame(out, "single", (37, 53))
+    _check_frame(out, "frame_000", (40, 48))
+    _check_frame(out, "frame_001", (40, 48))
+    for k in range(3):
+        _check_frame(out, f"clip_{k:06d}", (48, 64))
+    assert not (out / "clip_000003.npz").exists()
+
+
+def test_vis_and_pointcloud(tiny_model_dir, tmp_path):
+    write_image_rgb(tmp_path / "a.png", _image(32, 40))
+    out = tmp_path / "out"
+    rc = main(["predict", "--weights", str(tiny_model_dir), "--input", str(tmp_path / "a.png"),
+               "--output", str(out), "--vis", "--pointcloud", "--intrinsics", "50,50,20,16"])  # fmt: skip
+    assert rc == 0
+    assert (out / "a_panoptic.png").is_file() and (out / "a_depth.png").is_file()
+    assert (out / "a_vis.png").is_file() and (out / "a.ply").is_file()
+    assert not (out / "a.npz").exists()
+
+
+def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
+    rc = main(["predict", "--weights", str(tiny_model_dir), "--input", str(tmp_path / "nope.png"),
+               "--output", str(tmp_path / "o")])  # fmt: skip
+    assert rc == 2
+    assert "nope.png" in capsys.readouterr().err
+    rc = main(
+        ["predict", "--weights", str(tmp_path), "--input", str(tmp_path), "--output", str(tmp_path / "o")]
+    )
+    assert rc == 2
+
+
+@pytest.mark.oracle
+@pytest.mark.slow
+def test_predict_raw_on_oracle_case(oracle_weights, oracle_case, tmp_path):
+    from tests.modeling.test_oracle_end_to_end import convert_case
+
+    model_dir = convert_case(oracle_weights, tmp_path)
+    out = tmp_path / "pred"
+    rc = main(["predict", "--weights", str(model_dir), "--input", str(oracle_case["dir"] / "input.png"),
+               "--output", str(out), "--raw"])  # fmt: skip
+    assert rc == 0
+    a = oracle_case["arrays"]
+    seg, cat = a["final_panoptic_2ch_segment_id"], a["final_panoptic_2ch_category"]
+    expected = cat * 1000 + np.where(seg > 20, seg - 20, 0)
+    raw = np.load(out / "input.npz")
+    agree = raw["panoptic"] == expected
+    assert agree.mean() >= 0.999
+    assert np.abs(raw["depth"] - a["final_depth"])[agree].max() < 1e-3
+    assert np.array_equal(read_panoptic_rgb(out / "input_panoptic.png"), raw["panoptic"])
+
+
+def test_input_resolution(tmp_path):
+    from panopticdepth.errors import DataError
+    from panopticdepth.io.inputs import iter_frames, resolve_inputs
+
+    write_image_rgb(tmp_path / "a" / "x.png", _image(4, 5))
+    write_image_rgb(tmp_path / "b" / "x.png", _image(4, 5))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "empty").mkdir()
+    items = resolve_inputs([str(tmp_path / "*" / "x.png")])
+    assert [i.path.parent.name for i in items] == ["a", "b"]
+    # The same stem twice: the second gets a suffix instead of overwriting the first.
+    assert [f.stem for f in iter_frames(items)] == ["x", "x_1"]
+    for bad in (tmp_path / "notes.txt", tmp_path / "empty", tmp_path / "missing.png", tmp_path / "*.jpg"):
+        with pytest.raises(DataError, match=str(bad.name).replace("*", r"\*")):
+            resolve_inputs([str(bad)])
+
+
+def test_overrides_after_input_apply(tiny_model_dir, tmp_path):
+    write_image_rgb(tmp_path / "a.png", _image(32, 40))
+    out = tmp_path / "out"
+    rc = main(["predict", "--weights", str(tiny_model_dir), "--output", str(out), "--raw", "--input",
+               str(tmp_path / "a.png"), "model.inference.stuff_area_limit=100000000",
+               "model.inference.combine_instance_threshold=2.0"])  # fmt: skip
+    assert rc == 0
+    raw = np.load(out / "a.npz")
+    # No thing passes the combine gate and no stuff class has enough pixels: all VOID (32000).
+    assert (raw["panoptic"] == 32000).all() and raw["segments"].size == 0

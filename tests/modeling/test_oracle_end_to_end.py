@@ -1,0 +1,89 @@
+"""End-to-end conformance: original checkpoint -> `convert --original-config` -> network ->
+post-processing, compared with the original implementation's final outputs on case_small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from panopticdepth.cli.main import main
+from panopticdepth.io.formats import read_image_rgb
+from panopticdepth.modeling.predictor import Predictor
+
+pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+
+# The case's only inference change from the released yaml, in the original's own YAML form.
+CASE_YAML = """\
+MODEL:
+  DEPTH_ON: True
+  INFERENCE:
+    COMBINE: {STUFF_AREA_LIMIT: 1024}
+"""
+
+
+def convert_case(oracle_weights: dict, tmp, yaml_text: str = CASE_YAML):
+    """Save the recipe weights under the original names and run the real `convert` command."""
+    ckpt = tmp / "original.pth"
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in oracle_weights.items()}}, ckpt)
+    yaml_path = tmp / "case.yaml"
+    yaml_path.write_text(yaml_text)
+    out = tmp / "model"
+    rc = main(["convert", "--original", str(ckpt), "--original-config", str(yaml_path), "--output", str(out)])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(oracle_weights, tmp_path_factory):
+    return convert_case(oracle_weights, tmp_path_factory.mktemp("oracle_e2e"))
+
+
+def _predict(model_dir, oracle_case, overrides=None):
+    image = read_image_rgb(oracle_case["dir"] / "input.png")
+    bgr = oracle_case["arrays"]["input_image_bgr_chw_uint8"]
+    assert np.array_equal(image[..., ::-1].transpose(2, 0, 1), bgr)
+    return Predictor.from_dir(model_dir, overrides=overrides).predict(image)
+
+
+@pytest.fixture(scope="module")
+def prediction(model_dir, oracle_case):
+    return _predict(model_dir, oracle_case)
+
+
+@pytest.fixture(scope="module")
+def prediction_reference_dcn(model_dir, oracle_case):
+    """With torchvision's deform_conv2d, the kernel the oracle itself used.
+
+    The recipe weights make the centre logits flat to ~1e-6 along rows, so which positions pass
+    the 3x3 peak test is decided by rounding noise: the faster gather-based DCN (default) agrees
+    with the oracle to ~1e-6 relative and gives the same final maps, but a slightly different
+    candidate list (187 instead of 185 thing candidates here), hence a different instance list.
+    """
+    return _predict(model_dir, oracle_case, ["model.heads.deform_impl=torchvision"])
+
+
+@pytest.mark.parametrize("which", ["prediction", "prediction_reference_dcn"])
+def test_final_maps_match(which, request, oracle_case):
+    prediction = request.getfixturevalue(which)
+    a = oracle_case["arrays"]
+    seg, cat = a["final_panoptic_2ch_segment_id"], a["final_panoptic_2ch_category"]
+    agree = (prediction.segment_ids.numpy() == seg) & (prediction.semantic.numpy() == cat)
+    assert agree.mean() >= 0.999, f"only {agree.mean():.5f} of the pixels agree"
+    inst = np.where(seg > 20, seg - 20, 0)
+    assert (prediction.panoptic.numpy() == cat * 1000 + inst).mean() >= 0.999
+    diff = np.abs(prediction.depth.numpy() - a["final_depth"])[agree]
+    assert diff.max() < 1e-3, f"depth max abs diff {diff.max()} m"
+    np.testing.assert_allclose(prediction.sem_seg_probs.numpy(), a["final_sem_seg_probs"], atol=1e-3)
+
+
+def test_instance_list_matches(prediction_reference_dcn, oracle_case):
+    a = oracle_case["arrays"]
+    prediction = prediction_reference_dcn
+    assert prediction.instance_classes.tolist() == a["final_instances_classes"].tolist()
+    np.testing.assert_allclose(prediction.instance_scores.numpy(), a["final_instances_scores"], atol=1e-3)
+    areas = prediction.instance_masks.sum((1, 2)).numpy()
+    expected = a["final_instances_mask_area"]
+    # A different arithmetic order may flip a few pixels where a probability sits on 0.5.
+    assert np.abs(areas - expected).max() <= 2, np.abs(areas - expected).max()

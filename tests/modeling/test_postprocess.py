@@ -1,0 +1,124 @@
+"""Post-processing on a handmade head output whose result is known analytically."""
+
+from __future__ import annotations
+
+import math
+import types
+
+import pytest
+import torch
+
+from panopticdepth.config.model import ModelConfig
+from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
+from panopticdepth.modeling.postprocess import VOID_PANOPTIC_ID, postprocess
+
+C = 4
+PADDED = (32, 64)
+BOX = (slice(2, 6), slice(3, 9))  # thing region at 1/4 resolution
+SHIFT_THING, SHIFT_STUFF = 2.0, -1.0
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def _identity() -> torch.nn.Linear:
+    lin = torch.nn.Linear(C, C)
+    lin.weight.data = torch.eye(C)
+    lin.bias.data.zero_()
+    return lin
+
+
+def _outputs(void_right: bool = False) -> HeadOutputs:
+    """One car (thing class 2) at p3 (1, 2); road everywhere (and a thing class on the right)."""
+    levels = []
+    for stride in (8, 16, 32, 64, 128):
+        h, w = max(PADDED[0] // stride, 1), max(PADDED[1] // stride, 1)
+        center = torch.full((1, 8, h, w), -20.0)
+        region = torch.full((1, 19, h, w), -20.0)
+        region[:, 0] = 5.0
+        if void_right:
+            region[:, 11, :, w // 2 :] = 8.0
+        kernels = torch.zeros(1, C, h, w)
+        kernels[:, 1] = 1.0
+        depth_k = torch.zeros(1, 18, h, w)
+        depth_k[:, 0] = SHIFT_STUFF
+        if stride == 8:
+            center[0, 2, 1, 2] = 5.0
+            kernels[0, :, 1, 2] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+            depth_k[0, 0, 1, 2] = SHIFT_THING
+        levels.append(LevelOutputs(center, region, kernels, depth_k))
+    emb = torch.zeros(1, C, PADDED[0] // 4, PADDED[1] // 4)
+    emb[:, 0] = -8.0
+    emb[0, 0, BOX[0], BOX[1]] = 8.0
+    emb[:, 1] = 4.0
+    depth_emb = torch.zeros(1, 16, PADDED[0] // 4, PADDED[1] // 4)  # D' = 0.5: depth = shift
+    return HeadOutputs(levels, emb, depth_emb, pixel_depth=torch.full((1, 1, 8, 16), 5.0))
+
+
+def _cfg(**depth) -> ModelConfig:
+    cfg = ModelConfig()
+    cfg.inference.stuff_area_limit = 10
+    for k, v in depth.items():
+        setattr(cfg.depth, k, v)
+    return cfg
+
+
+MODEL = types.SimpleNamespace(thing_projection=_identity(), stuff_projection=_identity())
+
+
+@pytest.mark.parametrize("image_size,output_size", [((30, 60), None), ((30, 60), (45, 90)), ((32, 64), None)])
+def test_dps_result_conventions(image_size, output_size):
+    cfg = _cfg()
+    out_sizes = None if output_size is None else [output_size]
+    (res,) = postprocess(_outputs(), MODEL, cfg, [image_size], out_sizes)
+    h, w = output_size or image_size
+    assert res.panoptic.shape == res.semantic.shape == res.depth.shape == (h, w)
+    assert res.sem_seg_probs.shape == (19, h, w)
+    # Box centre (1/4 res (3.5, 5.5) -> x4 -> scaled to the output) is the car, a corner is road.
+    sy, sx = h / image_size[0], w / image_size[1]
+    cy, cx = int(15 * sy), int(23 * sx)
+    assert res.panoptic[cy, cx] == 13 * 1000 + 1 and res.segment_ids[cy, cx] == 21
+    assert res.panoptic[h - 1, w - 1] == 0 and res.segment_ids[h - 1, w - 1] == 1
+    assert res.depth[cy, cx].item() == pytest.approx(44 * _sig(SHIFT_THING), abs=1e-4)
+    # Road's depth vector: the region average at p3 (31 road positions + the car's, Eq. 1) and
+    # plain SHIFT_STUFF on p4..p7, then the mean over the 5 levels (spec 2.4).
+    road_shift = ((31 * SHIFT_STUFF + SHIFT_THING) / 32 + 4 * SHIFT_STUFF) / 5
+    assert res.depth[h - 1, w - 1].item() == pytest.approx(44 * _sig(road_shift), abs=1e-4)
+    assert set(res.panoptic.unique().tolist()) == {0, 13001}
+    areas = {s.id: s.area for s in res.segments}
+    assert areas == {13001: int((res.panoptic == 13001).sum()), 0: int((res.panoptic == 0).sum())}
+    car = next(s for s in res.segments if s.is_thing)
+    assert car.category == 13 and car.instance == 1 and 0 < car.score < 1
+    assert res.instance_classes.tolist() == [2] and res.instance_masks.shape == (1, h, w)
+
+
+def test_depth_clamp_and_pixel_variant():
+    (res,) = postprocess(_outputs(), MODEL, _cfg(clamp_max=30.0), [(32, 64)])
+    assert res.depth.max().item() == pytest.approx(30.0)  # 44 s(2) = 38.7 clamped
+    (res,) = postprocess(_outputs(), MODEL, _cfg(mode="pixel"), [(30, 60)])
+    assert torch.allclose(res.depth, torch.full((30, 60), 5.0))
+
+
+def test_ps_mode_void():
+    (res,) = postprocess(_outputs(void_right=True), MODEL, _cfg(enabled=False), [(32, 64)])
+    assert res.depth is None
+    right = res.segment_ids[:, 40:]
+    assert (right == -1).all() and (res.panoptic[:, 40:] == VOID_PANOPTIC_ID).all()
+    assert (res.semantic[:, 40:] == 255).all()
+    assert res.panoptic[15, 23] == 13001
+
+
+def test_nothing_predicted_falls_back_to_road():
+    """No centre and no region above threshold: the all-zero stuff map argmaxes to class 0 (trap 13)."""
+    outputs = _outputs()
+    for lv in outputs.levels:
+        lv.center_logits.fill_(-20.0)
+        lv.region_logits.fill_(-20.0)
+    for depth_on in (True, False):
+        (res,) = postprocess(outputs, MODEL, _cfg(enabled=depth_on), [(30, 60)])
+        assert (res.panoptic == 0).all() and (res.segment_ids == 1).all()
+        assert [(s.id, s.area) for s in res.segments] == [(0, 30 * 60)]
+        assert res.instance_classes.numel() == 0 and res.instance_masks.shape == (0, 30, 60)
+        if depth_on:
+            assert (res.depth == 0).all()  # road has no depth kernel: 0 = no depth
