@@ -1,0 +1,137 @@
+"""Optimiser, learning-rate schedule, gradient clipping and autocast of the original recipe (spec §7).
+
+* Adam with *coupled* L2 weight decay per parameter group (trap 36): 1e-4 everywhere, 0 for
+  norm-layer weights, and the bias override (1e-4) applied after the norm override, so norm biases
+  decay too. Frozen parameters are not optimised.
+* WarmupPolyLR stepped every iteration (trap 37):
+  `lr(t) = base_lr * f(t) * (1 - t / max_iter) ** power`, `f(t) = wf * (1 - t/W) + t/W` for t < W.
+* Gradient clipping by value, per element (trap 35), not by norm.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from ..config import ConfigError
+from ..config.training import SolverConfig
+
+log = logging.getLogger(__name__)
+
+# Norm layers whose weight (gamma) gets `weight_decay_norm` (Detectron2's list).
+NORM_TYPES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.BatchNorm3d,
+    nn.SyncBatchNorm,
+    nn.GroupNorm,
+    nn.InstanceNorm1d,
+    nn.InstanceNorm2d,
+    nn.InstanceNorm3d,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+
+def parameter_weight_decay(model: nn.Module, cfg: SolverConfig) -> list[tuple[str, nn.Parameter, float]]:
+    """(name, parameter, weight decay) for every trainable parameter, each listed once (trap 36)."""
+    out: list[tuple[str, nn.Parameter, float]] = []
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            wd = cfg.weight_decay
+            if isinstance(module, NORM_TYPES):
+                wd = cfg.weight_decay_norm
+            if param_name == "bias":
+                # Applied after the norm rule: GN/BN beta keep 1e-4 as in the original.
+                wd = cfg.weight_decay_bias
+            full = f"{module_name}.{param_name}" if module_name else param_name
+            out.append((full, param, wd))
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimizer:
+    """torch.optim.Adam with one parameter group per weight-decay value (classic L2, not AdamW)."""
+    if cfg.optimizer.lower() != "adam":
+        raise ConfigError(
+            f"solver.optimizer: only 'adam' (the original's optimiser) is supported, got {cfg.optimizer!r}"
+        )
+    groups: dict[float, list[nn.Parameter]] = {}
+    for _, param, wd in parameter_weight_decay(model, cfg):
+        groups.setdefault(wd, []).append(param)
+    if not groups:
+        raise ConfigError("the model has no trainable parameters (check model.backbone.freeze_at)")
+    param_groups = [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
+    return torch.optim.Adam(param_groups, lr=cfg.base_lr, betas=(0.9, 0.999), eps=1e-8)
+
+
+def warmup_poly_factor(iteration: int, cfg: SolverConfig) -> float:
+    """Multiplier of base_lr at iteration t (0-based): linear warmup times poly decay (§7)."""
+    t = float(iteration)
+    warm = 1.0
+    if cfg.warmup_iters > 0 and t < cfg.warmup_iters:
+        alpha = t / cfg.warmup_iters
+        warm = cfg.warmup_factor * (1.0 - alpha) + alpha
+    poly = max(0.0, 1.0 - t / max(cfg.max_iter, 1)) ** cfg.poly_power
+    return warm * poly
+
+
+class WarmupPolyLR(torch.optim.lr_scheduler.LRScheduler):
+    """Closed-form WarmupPolyLR; `last_epoch` is the iteration whose LR is currently set."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SolverConfig, last_epoch: int = -1):
+        self.solver_cfg = cfg
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self) -> list[float]:
+        f = warmup_poly_factor(self.last_epoch, self.solver_cfg)
+        return [base * f for base in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "solver_cfg")}
+
+
+def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: SolverConfig) -> WarmupPolyLR:
+    return WarmupPolyLR(optimizer, cfg)
+
+
+def clip_gradients(parameters: Iterator[nn.Parameter] | list[nn.Parameter], clip_value: float) -> None:
+    """Clamp every gradient element to [-clip_value, clip_value] (trap 35); 0 disables."""
+    if clip_value > 0:
+        torch.nn.utils.clip_grad_value_([p for p in parameters if p.grad is not None], clip_value)
+
+
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for `solver.amp` (none | bf16 | fp16); fp16 needs CUDA (GradScaler)."""
+    amp = amp.lower()
+    if amp in ("none", "", "fp32", "false"):
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp == "fp16":
+        if device.type != "cuda":
+            raise ConfigError("solver.amp=fp16 needs a CUDA device; use solver.amp=bf16 on the CPU")
+        return torch.float16
+    raise ConfigError(f"solver.amp must be none, bf16 or fp16, got {amp!r}")
+
+
+def autocast_context(amp: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """`torch.autocast` for the configured precision, or a no-op context for fp32."""
+    dtype = autocast_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_grad_scaler(amp: str, device: torch.device) -> torch.amp.GradScaler | None:
+    """A GradScaler for fp16 on CUDA (bf16 needs none), else None."""
+    if autocast_dtype(amp, device) == torch.float16:
+        return torch.amp.GradScaler("cuda")
+    return None
