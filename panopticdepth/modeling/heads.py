@@ -1,0 +1,149 @@
+"""Per-level heads (position, kernel, depth kernel; shared over p3..p7) and the stride-4 encoders.
+
+All of them are a "SingleHead" tower (spec 1.5): optional CoordConv input, `num_convs` x
+[3x3 conv (DCNv2 where the original has it) -> GroupNorm or nothing -> ReLU], then an output conv.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .deform_conv import ModulatedDeformConv2d, normal_fill
+from .semantic_fpn import _make_norm
+
+
+def append_coords(x_bchw: torch.Tensor) -> torch.Tensor:
+    """CoordConv input: [features, row coordinate, column coordinate] (spec 1.5, trap 3).
+
+    The first appended channel varies along the height (`linspace(-1, 1, H)` per row), the second
+    along the width, both endpoints inclusive.
+    """
+    b, _, h, w = x_bchw.shape
+    rows = torch.linspace(-1.0, 1.0, h, dtype=x_bchw.dtype, device=x_bchw.device)
+    cols = torch.linspace(-1.0, 1.0, w, dtype=x_bchw.dtype, device=x_bchw.device)
+    grid_r = rows.view(1, 1, h, 1).expand(b, 1, h, w)
+    grid_c = cols.view(1, 1, 1, w).expand(b, 1, h, w)
+    return torch.cat([x_bchw, grid_r, grid_c], dim=1)
+
+
+class TowerLayer(nn.Module):
+    """One tower conv: `conv` (plain nn.Conv2d or ModulatedDeformConv2d) -> `norm` -> ReLU."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, deform: bool, norm: str, groups: int, deform_impl: str
+    ) -> None:
+        super().__init__()
+        bias = not norm
+        if deform:
+            self.conv: nn.Module = ModulatedDeformConv2d(
+                in_channels, out_channels, bias=bias, impl=deform_impl
+            )
+        else:
+            # Plain tower convs keep PyTorch's default init (trap 45).
+            self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
+        self.norm = _make_norm(norm, out_channels, groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.norm(self.conv(x)))
+
+
+class Tower(nn.Module):
+    """The original's SingleHead: coords appended once at the input, then `num_convs` layers."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: int,
+        num_convs: int,
+        deform: bool,
+        coord: bool,
+        norm: str,
+        groups: int = 32,
+        deform_impl: str = "sample",
+    ) -> None:
+        super().__init__()
+        self.coord = coord
+        first = in_channels + (2 if coord else 0)
+        self.layers = nn.ModuleList(
+            TowerLayer(first if k == 0 else channels, channels, deform, norm, groups, deform_impl)
+            for k in range(num_convs)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.coord:
+            x = append_coords(x)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+class PositionHead(nn.Module):
+    """Thing-centre logits (num_thing_classes) and stuff-region logits (num_classes) per level (spec 1.8)."""
+
+    def __init__(
+        self, in_channels: int, channels: int, num_convs: int, num_thing_classes: int, num_classes: int,
+        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str, bias_value: float,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.center_out = nn.Conv2d(channels, num_thing_classes, 3, padding=1)
+        self.region_out = nn.Conv2d(channels, num_classes, 3, padding=1)
+        # Both biases start at the prior -2.19, not only the centre one (trap 15).
+        normal_fill(self.center_out, 0.01, bias_value)
+        normal_fill(self.region_out, 0.01, bias_value)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.tower(x)
+        return self.center_out(t), self.region_out(t)
+
+
+class KernelHead(nn.Module):
+    """Tower + 3x3 output conv: the per-position kernel map G_l (spec 1.9) or depth kernels (1.10)."""
+
+    def __init__(
+        self, in_channels: int, channels: int, num_convs: int, out_channels: int,
+        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
+        normal_fill(self.out, 0.01, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.tower(x))
+
+
+class FeatureEncoder(nn.Module):
+    """Mask embedding E^m (spec 1.6): the tower alone, ReLU after the last conv kept (non-negative)."""
+
+    def __init__(
+        self, in_channels: int, channels: int, num_convs: int,
+        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.tower(x)
+
+
+class DepthEncoder(nn.Module):
+    """Depth embedding E^d (spec 1.7): tower + 1x1 projection to `kernel_dim`, no activation.
+
+    With `pixel=True` (Table 3 variant A) the projection gives one channel instead, read as
+    `sigmoid(.) * max_depth` metres by the network.
+    """
+
+    def __init__(
+        self, in_channels: int, channels: int, num_convs: int, out_channels: int,
+        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.embed = nn.Conv2d(channels, out_channels, 1)
+        normal_fill(self.embed, 0.01, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.tower(x))

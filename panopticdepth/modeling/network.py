@@ -1,0 +1,109 @@
+"""PanopticDepthNet: backbone + FPN + semantic FPN + encoders + per-level heads (spec section 1).
+
+`forward` stops at the raw head outputs (`HeadOutputs`); kernel selection, fusion and the panoptic
+merge are pure post-processing (`modeling/postprocess.py`). The thing/stuff kernel projections
+(`thing_projection`, `stuff_projection`: the original's 1x1 `embed_extractor` convs, spec 1.11)
+live here as `nn.Linear` so losses and post-processing share them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config.model import ModelConfig
+from .backbone import build_backbone
+from .deform_conv import normal_fill
+from .fpn import FPN
+from .heads import DepthEncoder, FeatureEncoder, KernelHead, PositionHead
+from .outputs import HeadOutputs, LevelOutputs
+from .semantic_fpn import SemanticFPN
+
+HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
+
+
+class PanopticDepthNet(nn.Module):
+    """The network of the paper, module for module as the original (spec 1.2-1.12)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        h = cfg.heads
+        d = cfg.depth
+        c = h.convs_dim
+        g = h.norm_groups
+        impl = h.deform_impl
+        self.backbone = build_backbone(cfg.backbone)
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels)
+        f = cfg.fpn.out_channels
+        self.semantic_fpn = SemanticFPN(f, c, h.semantic_norm, g)
+        self.position_head = PositionHead(
+            f, c, h.num_convs, cfg.num_thing_classes, cfg.num_classes,
+            h.position_deform, h.position_coord, h.position_norm, g, impl, h.bias_value,
+        )  # fmt: skip
+        self.kernel_head = KernelHead(
+            f, c, h.num_convs, c, h.kernel_deform, h.kernel_coord, h.kernel_norm, g, impl
+        )
+        self.mask_encoder = FeatureEncoder(
+            c, c, h.num_convs, h.encoder_deform, h.encoder_coord, h.encoder_norm, g, impl
+        )
+        self.depth_encoder: DepthEncoder | None = None
+        self.depth_kernel_head: KernelHead | None = None
+        if d.enabled:
+            out = d.kernel_dim if d.mode == "instance" else 1
+            self.depth_encoder = DepthEncoder(
+                c, c, h.num_convs, out, h.encoder_deform, h.encoder_coord, h.encoder_norm, g, impl
+            )
+            if d.mode == "instance":
+                self.depth_kernel_head = KernelHead(
+                    f, c, h.num_convs, d.kernel_dim + 2,
+                    h.depth_kernel_deform, h.depth_kernel_coord, h.depth_kernel_norm, g, impl,
+                )  # fmt: skip
+        self.thing_projection = nn.Linear(c, c)
+        self.stuff_projection = nn.Linear(c, c)
+        normal_fill(self.thing_projection, 0.01, 0.0)
+        normal_fill(self.stuff_projection, 0.01, 0.0)
+
+    @property
+    def head_levels(self) -> tuple[str, ...]:
+        return HEAD_LEVELS
+
+    def forward(self, batch_b3hw: torch.Tensor, return_features: bool = False) -> HeadOutputs:
+        """Normalised, padded batch (B, 3, Hp, Wp) -> head outputs for p3..p7 and the embeddings."""
+        res = self.backbone(batch_b3hw)
+        pyr = self.fpn(res)
+        semantic = self.semantic_fpn(pyr)
+        mask_embedding = self.mask_encoder(semantic)
+        depth_embedding = None
+        pixel_depth = None
+        if self.depth_encoder is not None:
+            enc = self.depth_encoder(semantic)
+            if self.cfg.depth.mode == "pixel":
+                # Table 3 variant A: one pixel-wise depth map in metres.
+                pixel_depth = enc.sigmoid() * self.cfg.depth.max_depth
+            else:
+                depth_embedding = enc
+        levels = []
+        for name in HEAD_LEVELS:
+            x = pyr[name]
+            center, region = self.position_head(x)
+            kernels = self.kernel_head(x)
+            dk = self.depth_kernel_head(x) if self.depth_kernel_head is not None else None
+            levels.append(LevelOutputs(center, region, kernels, dk))
+        features: dict[str, torch.Tensor] = {}
+        if return_features:
+            features.update(res)
+            features.update(pyr)
+            features["semantic"] = semantic
+        return HeadOutputs(
+            levels=levels,
+            mask_embedding=mask_embedding,
+            depth_embedding=depth_embedding,
+            pixel_depth=pixel_depth,
+            features=features,
+        )
+
+
+def build_model(cfg: ModelConfig) -> PanopticDepthNet:
+    """Build the network from its config (random init, or ImageNet backbone when configured)."""
+    return PanopticDepthNet(cfg)

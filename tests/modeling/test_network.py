@@ -1,0 +1,96 @@
+"""PanopticDepthNet: shapes per level, switches (depth off, pixel depth, deform off), features."""
+
+from __future__ import annotations
+
+import torch
+
+from panopticdepth.config import load_config
+from panopticdepth.modeling import build_model
+
+SMALL = [
+    "model.backbone.name=resnet18",
+    "model.fpn.out_channels=32",
+    "model.heads.convs_dim=32",
+    "model.heads.norm_groups=8",
+    "model.heads.num_convs=1",
+]
+
+
+def _model(*extra):
+    torch.manual_seed(0)
+    return build_model(load_config(None, SMALL + list(extra)).model).eval()
+
+
+def test_small_model_shapes_and_features():
+    m = _model()
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 128, 256), return_features=True)
+    assert len(out.levels) == 5
+    for lv, s in zip(out.levels, (8, 16, 32, 64, 128)):
+        h, w = 128 // s, 256 // s
+        assert lv.center_logits.shape == (1, 8, h, w)
+        assert lv.region_logits.shape == (1, 19, h, w)
+        assert lv.kernels.shape == (1, 32, h, w)
+        assert lv.depth_kernels.shape == (1, 18, h, w)
+    assert out.mask_embedding.shape == (1, 32, 32, 64)
+    assert out.depth_embedding.shape == (1, 16, 32, 64)
+    assert out.pixel_depth is None
+    expected = {"res2", "res3", "res4", "res5", "p2", "p3", "p4", "p5", "p6", "p7", "semantic"}
+    assert set(out.features) == expected
+    assert isinstance(m.thing_projection, torch.nn.Linear) and m.thing_projection.weight.shape == (32, 32)
+
+
+def test_depth_off_has_no_depth_modules():
+    m = _model("model.depth.enabled=false")
+    assert not any(k.startswith(("depth_encoder", "depth_kernel_head")) for k in m.state_dict())
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 64, 128))
+    assert out.depth_embedding is None and out.levels[0].depth_kernels is None and not out.features
+
+
+def test_pixel_depth_variant():
+    m = _model("model.depth.mode=pixel", "model.depth.max_depth=50.0")
+    assert m.depth_kernel_head is None
+    with torch.no_grad():
+        out = m(torch.randn(2, 3, 64, 128))
+    assert out.pixel_depth.shape == (2, 1, 16, 32)
+    assert float(out.pixel_depth.min()) >= 0 and float(out.pixel_depth.max()) <= 50
+    assert out.depth_embedding is None
+
+
+def test_deform_off_removes_offset_convs_only():
+    on = set(_model().state_dict())
+    off = set(
+        _model(
+            "model.heads.position_deform=false",
+            "model.heads.encoder_deform=false",
+            "model.heads.depth_kernel_deform=false",
+        ).state_dict()
+    )
+    assert off == {k for k in on if ".offset_conv." not in k}
+    assert any(".offset_conv." in k for k in on)
+
+
+def test_deform_impls_agree_in_network():
+    a = _model("model.heads.deform_impl=sample")
+    b = _model("model.heads.deform_impl=torchvision")
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(1, 3, 64, 128)
+    with torch.no_grad():
+        oa, ob = a(x), b(x)
+    assert torch.allclose(oa.mask_embedding, ob.mask_embedding, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(oa.levels[0].center_logits, ob.levels[0].center_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_backward_reaches_heads():
+    m = _model()
+    m.train()
+    out = m(torch.randn(1, 3, 64, 128))
+    loss = out.mask_embedding.mean() + sum(
+        lv.center_logits.mean() + lv.depth_kernels.mean() for lv in out.levels
+    )
+    loss.backward()
+    assert m.mask_encoder.tower.layers[0].conv.offset_conv.weight.grad is not None
+    assert m.position_head.center_out.weight.grad is not None
+    # freeze_at = 2 (default): stem frozen
+    assert m.backbone.body.conv1.weight.grad is None
