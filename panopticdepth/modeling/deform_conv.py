@@ -102,7 +102,9 @@ class ModulatedDeformConv2d(nn.Module):
         om = self.offset_conv(x_bchw)
         offset_b18hw = om[:, :18]
         mask_b9hw = om[:, 18:].sigmoid()
-        if self.impl == "torchvision":
+        # torchvision has no bfloat16/float16 CPU kernel: low-precision runs (autocast) take the
+        # sampling formulation, which is the same operation.
+        if self.impl == "torchvision" and x_bchw.dtype in (torch.float32, torch.float64):
             return deform_conv2d(
                 x_bchw, offset_b18hw, self.weight, self.bias, stride=1, padding=1, mask=mask_b9hw
             )
