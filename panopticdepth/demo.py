@@ -1,0 +1,359 @@
+"""The end-to-end demo: synthetic data -> training on the CPU -> evaluation -> pictures and 3D points.
+
+`run_demo` needs no dataset and no GPU. Within a wall-clock budget it
+
+1. renders a small synthetic train split and a held-out val split (different seeds, so no val
+   scene is ever seen in training) with `panopticdepth.data.synthetic.write_dataset`;
+2. trains `configs/synthetic/small_cpu.yaml` with the library's `Trainer`. The number of
+   iterations is chosen from a measured step time so that the whole LR schedule (warmup + poly
+   decay) fits the budget; `train.max_minutes` is the safety stop;
+3. evaluates the trained model on val through `Predictor` + `DPSEvaluator` (PQ, DPQ at
+   lambda = 0.5/0.25/0.1, depth RMSE / abs rel) and writes `metrics.json` in the `evaluate --json`
+   shape;
+4. writes, for a few val images, a panel (input, panoptic, depth, ground truth), the coloured
+   panoptic and depth PNGs, a coloured point cloud (PLY) through the synthetic camera and a
+   picture of that cloud (oblique and bird's-eye views).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, load_config
+from .errors import PanopticDepthError
+from .utils.files import atomic_write_text
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "synthetic/small_cpu.yaml"
+# Used only when configs/synthetic/small_cpu.yaml cannot be found (e.g. a wheel without configs/).
+FALLBACK_OVERRIDES = [  # mirrors configs/synthetic/small_cpu.yaml (owned by the training team)
+    "model.backbone.name=resnet18",
+    "model.backbone.stride_in_1x1=false",
+    "model.backbone.norm=BN",
+    "model.backbone.freeze_at=0",
+    "model.fpn.out_channels=64",
+    "model.heads.convs_dim=64",
+    "model.heads.num_convs=2",
+    "model.heads.norm_groups=16",
+    "model.heads.position_deform=false",
+    "model.heads.kernel_deform=false",
+    "model.heads.encoder_deform=false",
+    "model.heads.depth_kernel_deform=false",
+    "model.inference.stuff_area_limit=64",
+    "model.input_format=RGB",
+    "model.pixel_std=[58.395, 57.12, 57.375]",
+    "data.num_workers=1",
+    "data.augmentation.color=false",
+    "solver.base_lr=1e-3",
+    "solver.max_iter=3000",
+    "solver.warmup_iters=100",
+    "solver.ims_per_batch=4",
+    "train.log_period=20",
+]
+
+
+@dataclass
+class DemoSettings:
+    output: Path = Path("demo_output")
+    minutes: float = 9.0  # whole run: data + training + evaluation + pictures
+    num_train: int = 240
+    num_val: int = 30
+    size: tuple[int, int] = (128, 256)  # (H, W) of the synthetic images
+    seed: int = 0
+    num_vis: int = 4  # val images that get a panel / PNGs / point cloud
+    config: str | None = None  # default: configs/synthetic/small_cpu.yaml
+    overrides: list[str] = field(default_factory=list)
+    # Fixed number of iterations (skips the timing-based choice); 0 = fit the budget.
+    iterations: int = 0
+
+
+@dataclass
+class DemoResult:
+    summary: dict
+    metrics_path: Path
+    model_dir: Path | None
+    iterations: int
+    seconds: dict[str, float]
+    files: list[Path]
+
+
+def find_demo_config() -> Path | None:
+    """`configs/synthetic/small_cpu.yaml` of a source checkout (or packaged beside the code)."""
+    here = Path(__file__).resolve().parent
+    for base in (here.parent / "configs", here / "configs"):
+        path = base / CONFIG_NAME
+        if path.is_file():
+            return path
+    return None
+
+
+def demo_config(settings: DemoSettings, data_root: Path) -> Config:
+    """The training config of the demo with the data paths and the demo's engine settings."""
+    path = Path(settings.config) if settings.config else find_demo_config()
+    if path is None:
+        logger.warning("configs/%s not found: using the built-in small CPU settings", CONFIG_NAME)
+        cfg = load_config(None, FALLBACK_OVERRIDES + list(settings.overrides))
+    else:
+        if not path.is_file():
+            raise PanopticDepthError(f"{path}: config file not found")
+        cfg = load_config(path, list(settings.overrides))
+    cfg.data.dataset = "synthetic"
+    cfg.data.root = str(data_root)
+    cfg.data.train_split = "train"
+    cfg.data.val_split = "val"
+    cfg.train.eval_period = 0  # the demo evaluates once, at the end
+    cfg.train.checkpoint_period = 0
+    cfg.train.device = "cpu"
+    return cfg
+
+
+def _fit_schedule(cfg: Config, iterations: int) -> None:
+    """Set max_iter and scale warmup with it, keeping the config's warmup fraction."""
+    old_max = max(int(cfg.solver.max_iter), 1)
+    frac = min(cfg.solver.warmup_iters / old_max, 0.5)
+    cfg.solver.max_iter = max(int(iterations), 1)
+    cfg.solver.warmup_iters = int(round(frac * cfg.solver.max_iter))
+
+
+def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float]:
+    """Seconds per training iteration and per val prediction, measured on a throwaway model."""
+    import torch
+
+    from .data.build import build_dataset
+    from .modeling import build_model
+    from .modeling.preprocess import preprocess
+    from .training.engine import default_criterion
+    from .training.solver import build_optimizer
+
+    state = torch.random.get_rng_state()
+    try:
+        model = build_model(cfg.model).train()
+        opt = build_optimizer(model, cfg.solver)
+        ds = build_dataset(cfg.data, cfg.data.train_split, train=True)
+        batch_n = cfg.solver.ims_per_batch
+        samples = [ds[i % len(ds)] for i in range(batch_n)]
+        times = []
+        for _ in range(steps + 1):
+            t = time.perf_counter()
+            batch, _ = preprocess([s["image"] for s in samples], cfg.model)
+            out = model(batch)
+            losses = default_criterion(samples, out, tuple(batch.shape[-2:]), model, cfg)
+            sum(losses.values()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
+        # The fastest step: a transient load spike during the measurement must not shrink the
+        # schedule (under steady load, train.max_minutes still stops training in time).
+        step = float(min(times[1:]))
+        model.eval()
+        with torch.inference_mode():
+            t = time.perf_counter()
+            model(preprocess([samples[0]["image"]], cfg.model)[0])
+            pred = time.perf_counter() - t
+    finally:
+        torch.random.set_rng_state(state)
+    return step, pred
+
+
+def _numpy(x: Any) -> np.ndarray | None:
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def visualise_prediction(
+    out_dir: Path, stem: str, image: np.ndarray, result: Any, gt: dict, max_depth: float
+) -> list[Path]:
+    """Panel, coloured panoptic / depth PNGs, PLY point cloud and a picture of the cloud."""
+    from .data.classes import TRAIN_ID
+    from .data.synthetic.camera import Camera
+    from .io.formats import write_image_rgb
+    from .io.pointcloud import backproject, write_pointcloud_ply
+    from .visualization import colorize_depth, colorize_panoptic, save_panel, save_pointcloud_view
+
+    vis_dir = out_dir / "vis"
+    pred = _numpy(result.panoptic).astype(np.int64)
+    pred_depth = _numpy(result.depth)
+    files = [
+        save_panel(vis_dir / f"{stem}_panel.png", image, result, gt=gt, title=stem),
+        write_image_rgb(vis_dir / f"{stem}_panoptic.png", colorize_panoptic(pred)),
+    ]
+    if pred_depth is None:
+        return files
+    files.append(write_image_rgb(vis_dir / f"{stem}_depth.png", colorize_depth(pred_depth)))
+    h, w = pred.shape
+    cam = Camera.cityscapes_like(h, w, 1.0, 0.0)  # the synthetic camera's intrinsics
+    intr = (cam.fx, cam.fy, cam.cx, cam.cy)
+    # Sky has no depth in the ground truth (infinitely far): leave it out of the cloud, and the
+    # points beyond the evaluation range.
+    cloud_depth = np.where(pred // 1000 == TRAIN_ID["sky"], 0.0, pred_depth)
+    cloud_depth = np.where(cloud_depth <= max_depth, cloud_depth, 0.0)
+    files.append(
+        write_pointcloud_ply(out_dir / "pointclouds" / f"{stem}.ply", image, cloud_depth, pred, intr)
+    )
+    points, valid = backproject(cloud_depth, intr)
+    colors = colorize_panoptic(pred, outline=False)[valid]
+    title = f"{stem}: predicted depth and panoptic classes in 3D"
+    files.append(
+        save_pointcloud_view(vis_dir / f"{stem}_cloud.png", points, colors, intr, (h, w), title=title)
+    )
+    return files
+
+
+def evaluate_and_visualise(model: Any, cfg: Config, out_dir: Path, num_vis: int) -> tuple[dict, list[Path]]:
+    """Predict every val image, accumulate PQ/DPQ/depth metrics, draw the first `num_vis` images."""
+    from .data.build import build_dataset
+    from .evaluation import DPSEvaluator
+    from .modeling.predictor import Predictor
+    from .utils.progress import progress
+
+    predictor = Predictor(model, cfg)
+    dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    m = cfg.model
+    ev = DPSEvaluator(
+        num_classes=m.num_classes,
+        thing_ids=range(m.num_classes - m.num_thing_classes, m.num_classes),
+        lambdas=tuple(cfg.eval.depth_thresholds),
+        dataset="cityscapes-dps",
+    )
+    max_depth = float(cfg.eval.max_depth)
+    files: list[Path] = []
+    for i in progress(range(len(dataset)), desc="evaluate", unit="image"):
+        sample = dataset[i]
+        image = np.ascontiguousarray(sample["image"].permute(1, 2, 0).numpy())
+        result = predictor.predict(image)
+        pred = _numpy(result.panoptic).astype(np.int64)
+        pred_depth = _numpy(result.depth)
+        gt_pan = _numpy(sample["panoptic"])
+        gt_depth = _numpy(sample.get("depth"))
+        eval_depth = None
+        if pred_depth is not None:
+            # As `evaluate`: the official writer stores floor(clamp(d, 0, max) * 256) (trap 53).
+            eval_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
+        meta = sample.get("meta", {})
+        ev.update(pred, eval_depth, gt_pan, gt_depth, sequence=meta.get("sequence"))
+        if i < num_vis:
+            stem = str(meta.get("image_id") or f"val_{i:04d}")
+            gt = {"panoptic": gt_pan, "depth": gt_depth}
+            files += visualise_prediction(out_dir, stem, image, result, gt, max_depth)
+    return ev.summary(), files
+
+
+def run_demo(settings: DemoSettings) -> DemoResult:
+    """Run the whole demo into `settings.output`; returns the metrics summary and the files written."""
+    from .data.synthetic import write_dataset
+    from .training.engine import Trainer
+
+    t_start = time.monotonic()
+    budget = float(settings.minutes) * 60.0
+    out = Path(settings.output)
+    out.mkdir(parents=True, exist_ok=True)
+    h, w = settings.size
+    if settings.num_train < 1 or settings.num_val < 1:
+        raise PanopticDepthError("the demo needs at least one train and one val image")
+    seconds: dict[str, float] = {}
+
+    # 1. Data: train and val from different seeds (held-out scenes).
+    data_root = out / "data"
+    t = time.monotonic()
+    write_dataset(data_root, "train", settings.num_train, height=h, width=w, seed=settings.seed)
+    write_dataset(data_root, "val", settings.num_val, height=h, width=w, seed=settings.seed + 1_000_003)
+    seconds["data"] = time.monotonic() - t
+    logger.info("wrote %d train + %d val synthetic frames (%.0f s)", settings.num_train, settings.num_val,
+                seconds["data"])  # fmt: skip
+
+    # 2. Training for what is left of the budget after the evaluation's share.
+    cfg = demo_config(settings, data_root)
+    if settings.iterations > 0:
+        iterations = settings.iterations
+        cfg.train.max_minutes = 0.0
+    else:
+        t = time.monotonic()
+        step_s, pred_s = _measure_step(cfg)
+        seconds["calibration"] = time.monotonic() - t
+        # Evaluation cost: prediction + post-processing + metrics (~2x the forward), pictures.
+        reserve = settings.num_val * (1.5 * pred_s + 0.03) + settings.num_vis * 2.5 + 5.0
+        remaining = budget - (time.monotonic() - t_start)
+        train_budget = max(remaining - reserve, 0.5 * remaining)
+        if train_budget < 20 * step_s:
+            logger.warning(
+                "only ~%d training iterations fit in --minutes %s on this machine (%.1f s each): "
+                "expect a poor model; give more minutes, or --size/--num-val smaller",
+                max(int(train_budget / step_s), 1), settings.minutes, step_s,
+            )  # fmt: skip
+        # 10 % margin: the loop also loads data and logs, which the calibration steps do not.
+        iterations = max(1, int(train_budget / step_s * 0.9))
+        cfg.train.max_minutes = max(train_budget, step_s) / 60.0
+        logger.info(
+            "%.2f s per iteration (batch %d at %dx%d), %.2f s per val forward: %d iterations in %.1f min",
+            step_s, cfg.solver.ims_per_batch, h, w, pred_s, iterations, train_budget / 60,
+        )  # fmt: skip
+    _fit_schedule(cfg, iterations)
+    t = time.monotonic()
+    result = Trainer(cfg, out / "train").train()
+    seconds["train"] = time.monotonic() - t
+
+    # 3.-4. Evaluation on the held-out scenes, pictures and point clouds.
+    from .checkpoint.model_dir import load_model_dir
+
+    t = time.monotonic()
+    if result.final_dir is not None:
+        model, cfg = load_model_dir(result.final_dir)
+        cfg.data.root = str(data_root)
+    else:  # pragma: no cover - the trainer always writes model/ on rank 0
+        raise PanopticDepthError(f"{out / 'train'}: training wrote no model directory")
+    summary, files = evaluate_and_visualise(model, cfg, out, settings.num_vis)
+    seconds["evaluate"] = time.monotonic() - t
+    seconds["total"] = time.monotonic() - t_start
+    metrics_path = out / "metrics.json"
+    atomic_write_text(metrics_path, json.dumps(summary, indent=1, allow_nan=True) + "\n")
+    run_info = {
+        "iterations": result.iteration,
+        "stop_reason": result.reason,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "size": [h, w],
+        "num_train": settings.num_train,
+        "num_val": settings.num_val,
+        "threads": _threads(),
+    }
+    atomic_write_text(out / "demo_run.json", json.dumps(run_info, indent=1) + "\n")
+    return DemoResult(summary, metrics_path, result.final_dir, result.iteration, seconds, files)
+
+
+def _threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def headline(summary: dict) -> dict[str, float]:
+    """The numbers the demo prints last: PQ, mean DPQ (all/things/stuff), depth RMSE and abs rel."""
+    mean = summary.get("dpq", {}).get("mean", {})
+    depth = summary.get("depth") or {}
+    out = {
+        "PQ": summary["pq"]["pq"],
+        "PQ_th": summary["pq"]["pq_th"],
+        "PQ_st": summary["pq"]["pq_st"],
+        "DPQ": mean.get("dpq", math.nan),
+        "DPQ_th": mean.get("dpq_th", math.nan),
+        "DPQ_st": mean.get("dpq_st", math.nan),
+        "RMSE": depth.get("rmse", math.nan),
+        "AbsRel": depth.get("abs_rel", math.nan),
+    }
+    return {k: float(v) for k, v in out.items()}
+
+
+def default_output() -> Path:
+    return Path(os.environ.get("PANOPTICDEPTH_DEMO_DIR", "demo_output"))

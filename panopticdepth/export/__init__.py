@@ -1,0 +1,1 @@
+"""Export of the network to deployment formats (ONNX)."""

@@ -1,0 +1,229 @@
+"""ONNX export of the network (backbone, FPN, encoders and heads) with a dynamic image size.
+
+What is exported: `PanopticDepthNet.forward` on a *normalised, padded* batch (B, 3, Hp, Wp), i.e.
+everything up to `HeadOutputs`; Hp and Wp may be any multiples of 32 (the stride of res5) and B is
+dynamic too. What stays in Python: `preprocess` (channel order, mean/std, padding) before, and
+`postprocess` (centre peaks, kernel fusion, mask/depth generation, panoptic merge) after; it needs
+the model only for `thing_projection` / `stuff_projection`, two `nn.Linear`s. So a runtime
+pipeline is: preprocess -> onnxruntime -> `head_outputs_from_onnx` -> postprocess.
+
+`HeadOutputs` is flattened into named outputs, level by level (`center_p3`, `region_p3`,
+`kernels_p3`, `depth_kernels_p3`, ..., `center_p7`, ...), then `mask_embedding` and
+`depth_embedding` (or `pixel_depth` for the pixel-wise depth variant).
+
+The exporter is `torch.onnx.export(..., dynamo=True)`: the legacy TorchScript exporter fails on
+`torchvision.ops.deform_conv2d`, the dynamo one exports it (ENVIRONMENT.md). Deformable convs are
+switched to the torchvision kernel for the export (the grid-sample kernel loops over row chunks,
+which would freeze the image size); both kernels compute the same function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config.model import ModelConfig
+from ..errors import PanopticDepthError
+from ..modeling.outputs import HeadOutputs, LevelOutputs
+from ..utils.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+LEVELS = ("p3", "p4", "p5", "p6", "p7")
+INPUT_NAME = "image"
+DEFAULT_OPSET = 19  # DeformConv exists in ONNX from opset 19
+STRIDE = 32
+MIN_DYNAMIC_EXAMPLE = 160
+
+
+def output_names(cfg: ModelConfig) -> list[str]:
+    """Names of the flattened outputs, in order, for a model built from `cfg`."""
+    instance_depth = cfg.depth.enabled and cfg.depth.mode == "instance"
+    names = []
+    for lvl in LEVELS:
+        names += [f"center_{lvl}", f"region_{lvl}", f"kernels_{lvl}"]
+        if instance_depth:
+            names.append(f"depth_kernels_{lvl}")
+    names.append("mask_embedding")
+    if cfg.depth.enabled:
+        names.append("depth_embedding" if instance_depth else "pixel_depth")
+    return names
+
+
+def flatten_head_outputs(outputs: HeadOutputs) -> tuple[torch.Tensor, ...]:
+    """HeadOutputs -> tuple of tensors in the order of `output_names`."""
+    flat: list[torch.Tensor] = []
+    for lvl in outputs.levels:
+        flat += [lvl.center_logits, lvl.region_logits, lvl.kernels]
+        if lvl.depth_kernels is not None:
+            flat.append(lvl.depth_kernels)
+    flat.append(outputs.mask_embedding)
+    if outputs.depth_embedding is not None:
+        flat.append(outputs.depth_embedding)
+    elif outputs.pixel_depth is not None:
+        flat.append(outputs.pixel_depth)
+    return tuple(flat)
+
+
+def head_outputs_from_onnx(
+    outputs: list[Any] | dict[str, Any], names: list[str] | None = None
+) -> HeadOutputs:
+    """Rebuild `HeadOutputs` (torch tensors) from onnxruntime outputs, for `postprocess`.
+
+    `outputs` is either the list `session.run(None, ...)` returns (then `names` are the session's
+    output names, in order) or a dict name -> array.
+    """
+    if not isinstance(outputs, dict):
+        if names is None:
+            raise ValueError("names are required when outputs is a list")
+        outputs = dict(zip(names, outputs, strict=True))
+    t = {k: torch.as_tensor(np.asarray(v)) for k, v in outputs.items()}
+    levels = [
+        LevelOutputs(
+            center_logits=t[f"center_{lvl}"],
+            region_logits=t[f"region_{lvl}"],
+            kernels=t[f"kernels_{lvl}"],
+            depth_kernels=t.get(f"depth_kernels_{lvl}"),
+        )
+        for lvl in LEVELS
+    ]
+    return HeadOutputs(
+        levels=levels,
+        mask_embedding=t["mask_embedding"],
+        depth_embedding=t.get("depth_embedding"),
+        pixel_depth=t.get("pixel_depth"),
+    )
+
+
+class FlatNet(nn.Module):
+    """The network with a tuple output (ONNX graphs return tensors, not dataclasses)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image_b3hw: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return flatten_head_outputs(self.model(image_b3hw))
+
+
+def coords_for_export(x_bchw: torch.Tensor) -> torch.Tensor:
+    """`modeling.heads.append_coords` written with `arange`, which keeps symbolic sizes.
+
+    `torch.linspace` with a symbolic length is frozen to the example size by the exporter (the
+    exported graph then fails at any other size); `arange(n) * 2 / (n - 1) - 1` is the same
+    ramp (to 1 ulp) and stays dynamic.
+    """
+    b, _, h, w = x_bchw.shape
+    rows = torch.arange(h, dtype=x_bchw.dtype, device=x_bchw.device) * (2.0 / max(h - 1, 1)) - 1.0
+    cols = torch.arange(w, dtype=x_bchw.dtype, device=x_bchw.device) * (2.0 / max(w - 1, 1)) - 1.0
+    grid_r = rows.view(1, 1, h, 1).expand(b, 1, h, w)
+    grid_c = cols.view(1, 1, 1, w).expand(b, 1, h, w)
+    return torch.cat([x_bchw, grid_r, grid_c], dim=1)
+
+
+@contextlib.contextmanager
+def _export_friendly_coords() -> Iterator[None]:
+    """Temporarily route the heads' CoordConv through `coords_for_export` (a local adapter)."""
+    from ..modeling import heads
+
+    original = getattr(heads, "append_coords", None)
+    if original is None:
+        yield
+        return
+    heads.append_coords = coords_for_export
+    try:
+        yield
+    finally:
+        heads.append_coords = original
+
+
+def _exportable_copy(model: nn.Module) -> nn.Module:
+    """An eval-mode copy whose deformable convs use the torchvision kernel (exportable, same math)."""
+    model = copy.deepcopy(model).eval()
+    for m in model.modules():
+        if hasattr(m, "impl") and getattr(m, "impl", None) == "sample":
+            m.impl = "torchvision"
+    return model
+
+
+def export_onnx(
+    model: nn.Module,
+    cfg: ModelConfig,
+    path: str | os.PathLike,
+    height: int = 256,
+    width: int = 512,
+    opset: int = DEFAULT_OPSET,
+    dynamic: bool = True,
+) -> Path:
+    """Export `model` to `path` (atomic). `height`/`width`: example size (multiples of 32).
+
+    With `dynamic=True` the batch size and the image size (any multiple of 32) are free. The
+    example must be at least 160 x 160 so that no pyramid level (p7 = 1/128) is a single pixel:
+    the exporter freezes every size that is 1 in the example.
+    """
+    if height % STRIDE or width % STRIDE or height <= 0 or width <= 0:
+        raise PanopticDepthError(f"export size {height}x{width}: height and width must be multiples of 32")
+    if dynamic and min(height, width) < MIN_DYNAMIC_EXAMPLE:
+        raise PanopticDepthError(
+            f"export size {height}x{width}: use at least {MIN_DYNAMIC_EXAMPLE} per side for a dynamic-size "
+            "export (a 1-pixel p7 level in the example would freeze the size)"
+        )
+    net = FlatNet(_exportable_copy(model)).eval()
+    example = torch.zeros(1, 3, height, width)
+    names = output_names(cfg)
+    dynamic_shapes = None
+    if dynamic:
+        from torch.export import Dim
+
+        # Multiples of 32 keep every level's size an exact integer division (strides 4..128,
+        # p6/p7 by stride-2 convs), which is what preprocess pads to anyway.
+        h32 = Dim("h32", min=1, max=256)
+        w32 = Dim("w32", min=1, max=256)
+        batch = Dim("batch", min=1, max=64)
+        dynamic_shapes = ({0: batch, 2: STRIDE * h32, 3: STRIDE * w32},)
+    path = Path(path)
+    with atomic_path(path) as tmp, torch.no_grad(), _export_friendly_coords():
+        program = torch.onnx.export(
+            net,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            input_names=[INPUT_NAME],
+            output_names=names,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+        if program is None:  # pragma: no cover - exporter always returns one with dynamo=True
+            raise PanopticDepthError("torch.onnx.export returned no program")
+        program.save(str(tmp))
+    logger.info("exported ONNX model (%d outputs, opset %d) to %s", len(names), opset, path)
+    return path
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU session for an exported model."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: Any, batch_b3hw: torch.Tensor | np.ndarray) -> HeadOutputs:
+    """Run an exported model on a normalised, padded batch; returns `HeadOutputs` for `postprocess`."""
+    x = batch_b3hw.detach().cpu().numpy() if isinstance(batch_b3hw, torch.Tensor) else batch_b3hw
+    names = [o.name for o in session.get_outputs()]
+    outs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
+    return head_outputs_from_onnx(outs, names)
