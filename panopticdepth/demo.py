@@ -35,31 +35,6 @@ from .utils.files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "synthetic/small_cpu.yaml"
-# Used only when configs/synthetic/small_cpu.yaml cannot be found (e.g. a wheel without configs/).
-FALLBACK_OVERRIDES = [  # mirrors configs/synthetic/small_cpu.yaml (owned by the training team)
-    "model.backbone.name=resnet18",
-    "model.backbone.stride_in_1x1=false",
-    "model.backbone.norm=BN",
-    "model.backbone.freeze_at=0",
-    "model.fpn.out_channels=64",
-    "model.heads.convs_dim=64",
-    "model.heads.num_convs=2",
-    "model.heads.norm_groups=16",
-    "model.heads.position_deform=false",
-    "model.heads.kernel_deform=false",
-    "model.heads.encoder_deform=false",
-    "model.heads.depth_kernel_deform=false",
-    "model.inference.stuff_area_limit=64",
-    "model.input_format=RGB",
-    "model.pixel_std=[58.395, 57.12, 57.375]",
-    "data.num_workers=1",
-    "data.augmentation.color=false",
-    "solver.base_lr=1e-3",
-    "solver.max_iter=3000",
-    "solver.warmup_iters=100",
-    "solver.ims_per_batch=4",
-    "train.log_period=20",
-]
 
 
 @dataclass
@@ -87,26 +62,23 @@ class DemoResult:
     files: list[Path]
 
 
-def find_demo_config() -> Path | None:
-    """`configs/synthetic/small_cpu.yaml` of a source checkout (or packaged beside the code)."""
+def find_demo_config() -> Path:
+    """`configs/synthetic/small_cpu.yaml`: packaged as `panopticdepth/configs` (a link to the
+    checkout's `configs/`, copied into wheels)."""
     here = Path(__file__).resolve().parent
-    for base in (here.parent / "configs", here / "configs"):
+    for base in (here / "configs", here.parent / "configs"):
         path = base / CONFIG_NAME
         if path.is_file():
             return path
-    return None
+    raise PanopticDepthError(f"configs/{CONFIG_NAME} not found beside {here}: reinstall panopticdepth")
 
 
 def demo_config(settings: DemoSettings, data_root: Path) -> Config:
     """The training config of the demo with the data paths and the demo's engine settings."""
     path = Path(settings.config) if settings.config else find_demo_config()
-    if path is None:
-        logger.warning("configs/%s not found: using the built-in small CPU settings", CONFIG_NAME)
-        cfg = load_config(None, FALLBACK_OVERRIDES + list(settings.overrides))
-    else:
-        if not path.is_file():
-            raise PanopticDepthError(f"{path}: config file not found")
-        cfg = load_config(path, list(settings.overrides))
+    if not path.is_file():
+        raise PanopticDepthError(f"{path}: config file not found")
+    cfg = load_config(path, list(settings.overrides))
     cfg.data.dataset = "synthetic"
     cfg.data.root = str(data_root)
     cfg.data.train_split = "train"

@@ -151,9 +151,7 @@ def _apply(cfg: Any, data: dict, prefix: str, source: str) -> Any:
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
         if name not in names:
-            raise ConfigError(
-                f"{source}: unknown key '{key}' (valid keys here: {', '.join(sorted(names))})"
-            )
+            raise ConfigError(f"{source}: unknown key '{key}' (valid keys here: {', '.join(sorted(names))})")
         current = getattr(cfg, name)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[name] = _apply(current, value, key, source)

@@ -69,7 +69,7 @@ def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimize
     if not groups:
         raise ConfigError("the model has no trainable parameters (check model.backbone.freeze_at)")
     param_groups = [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
-    return torch.optim.Adam(param_groups, lr=cfg.base_lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.Adam(param_groups, lr=cfg.base_lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
 
 
 def warmup_poly_factor(iteration: int, cfg: SolverConfig) -> float:

@@ -49,7 +49,9 @@ def test_base_chain(tmp_path: Path):
 def test_dotted_overrides_win_over_yaml(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("solver:\n  base_lr: 0.001\n")
-    cfg = load_config(path, ["solver.base_lr=1e-4", "model.depth.normalization=T2", "model.pixel_std=[2, 2, 2]"])
+    cfg = load_config(
+        path, ["solver.base_lr=1e-4", "model.depth.normalization=T2", "model.pixel_std=[2, 2, 2]"]
+    )
     assert cfg.solver.base_lr == pytest.approx(1e-4)
     assert cfg.model.pixel_std == [2.0, 2.0, 2.0]
 
