@@ -103,7 +103,6 @@ def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.oracle
-@pytest.mark.slow
 def test_predict_raw_on_oracle_case(oracle_weights, oracle_case, tmp_path):
     from tests.modeling.test_oracle_end_to_end import convert_case
 

@@ -67,7 +67,6 @@ def test_export_rejects_bad_sizes(narrow_model, tmp_path) -> None:
     assert not (tmp_path / "m.onnx").exists()
 
 
-@pytest.mark.slow
 def test_onnxruntime_matches_pytorch_at_two_sizes(narrow_model, tmp_path) -> None:
     pytest.importorskip("onnxruntime")
     model, cfg = narrow_model

@@ -12,7 +12,7 @@ from panopticdepth.cli.main import main
 from panopticdepth.io.formats import read_image_rgb
 from panopticdepth.modeling.predictor import Predictor
 
-pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+pytestmark = pytest.mark.oracle
 
 # The case's only inference change from the released yaml, in the original's own YAML form.
 CASE_YAML = """\

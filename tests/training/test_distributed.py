@@ -13,7 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,7 +86,6 @@ def _reference(logs: list[list[list[int]]]) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.slow  # ~20 s, mostly the start-up of torchrun and two torch processes
 def test_two_process_training_matches_gradient_averaging(tmp_path):
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "PANOPTICDEPTH_PROGRESS": "0"}

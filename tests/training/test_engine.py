@@ -241,7 +241,6 @@ def synth_root(tmp_path_factory):
     return root
 
 
-@pytest.mark.slow  # ~20 s: two short real trainings
 def test_real_pipeline_cli_resume_and_predict(synth_root, tmp_path):
     """CLI run on synthetic data with the real network/targets/losses; a killed + resumed run ends
     with the same weights; the final folder loads with the predictor (contract 6)."""

@@ -14,7 +14,7 @@ import torch
 from panopticdepth.training.losses import compute_losses
 from panopticdepth.training.targets import build_targets
 
-pytestmark = [pytest.mark.oracle, pytest.mark.slow]
+pytestmark = pytest.mark.oracle
 
 LOSS_NAMES = ("loss_pos_th", "loss_pos_st", "loss_seg_th", "loss_seg_st", "loss_depth_ins", "loss_depth")
 
