@@ -119,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
 
         atomic_write_text(args.json, json.dumps(summary, indent=1) + "\n")
         logger.info("wrote %s", args.json)
+        if getattr(args, "resolved_config", None) is not None:
+            from ..config import save_config
+
+            # the resolved config goes next to the numbers it produced
+            save_config(args.resolved_config, Path(args.json).with_suffix(".config.yaml"))
     print(format_table(summary) if "dpq" in summary else _format_panoptic(summary))
     return 0
 
@@ -178,7 +183,8 @@ def _run_model(args: argparse.Namespace) -> dict:
 
     # load_model_dir (contract 4) rather than Predictor.from_dir: the data section of the config is needed.
     model, cfg = load_model_dir(args.weights, config_path=args.config, overrides=args.overrides)
-    predictor = Predictor(model, cfg)
+    args.resolved_config = cfg
+    predictor = Predictor(model, cfg, with_instance_masks=False, with_sem_seg=False)
     data_cfg = cfg.data
     data_cfg.root = args.data
     if args.dataset and args.dataset != "cityscapes-panoptic":

@@ -60,10 +60,11 @@ def test_model_path(monkeypatch, tmp_path, swap, scale):
     cfg = Config()
     monkeypatch.setattr(model_dir, "load_model_dir", lambda *a, **k: (None, cfg))
     monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train: samples)
-    monkeypatch.setattr(predictor, "Predictor", lambda model, c: _FakePredictor(samples, swap, scale))
+    monkeypatch.setattr(predictor, "Predictor", lambda model, c, **kw: _FakePredictor(samples, swap, scale))
     out = tmp_path / "r.json"
     assert main(["evaluate", "--weights", str(tmp_path), "--data", str(tmp_path), "--json", str(out)]) == 0
     got = json.loads(out.read_text())
+    assert (tmp_path / "r.config.yaml").is_file()  # the resolved config beside the numbers
     classes = {c["name"]: c for c in got["classes"]}
     # road, sky, car: perfect; person: perfect or all wrong (then a rider FP each frame).
     present = 4 if not swap else 3
@@ -79,3 +80,41 @@ def test_model_path(monkeypatch, tmp_path, swap, scale):
     else:
         assert got["dpq"]["mean"]["dpq"] == pytest.approx(got["pq"]["pq"])
         assert got["depth"]["abs_rel"] < 0.01  # only the 1/256 m truncation of the written depth
+
+
+def test_model_path_with_real_pieces(tmp_path):
+    """A real (random-init, tiny) model folder and synthetic data, through the CLI."""
+    from panopticdepth.checkpoint.model_dir import save_model_dir
+    from panopticdepth.config import load_config
+    from panopticdepth.data.synthetic import write_dataset
+    from panopticdepth.modeling import build_model
+
+    write_dataset(tmp_path / "data", "val", 2, height=64, width=128, seed=3)
+    cfg = load_config(
+        None,
+        [
+            "model.backbone.name=resnet18", "model.backbone.stride_in_1x1=false", "model.backbone.norm=BN",
+            "model.fpn.out_channels=32", "model.heads.convs_dim=32", "model.heads.num_convs=1",
+            "model.heads.norm_groups=8", "model.heads.position_deform=false",
+            "model.heads.encoder_deform=false", "model.heads.depth_kernel_deform=false",
+            "data.dataset=synthetic",
+        ],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    save_model_dir(tmp_path / "model", build_model(cfg.model).eval(), cfg)
+    out = tmp_path / "eval.json"
+    args = [
+        "evaluate",
+        "--weights",
+        str(tmp_path / "model"),
+        "--data",
+        str(tmp_path / "data"),
+        "--json",
+        str(out),
+    ]
+    assert main(args) == 0
+    got = json.loads(out.read_text())
+    assert 0.0 <= got["pq"]["pq"] <= 100.0
+    assert set(got["dpq"]) >= {"0.5", "0.25", "0.1", "mean"}
+    saved = load_config(tmp_path / "eval.config.yaml")
+    assert saved.model.backbone.name == "resnet18"
