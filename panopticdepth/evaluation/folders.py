@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,11 +234,30 @@ def _frame_job(files: FrameFiles) -> FrameRecord:
     )
 
 
+def _decoded(frames: list[FrameFiles], dataset: str, ahead: int = 2) -> Iterator[tuple]:
+    """Frames decoded by reader threads, at most `ahead` in flight (bounded memory).
+
+    PNG decoding (zlib, in C with the GIL released) is most of the cost of a frame; overlapping it
+    with the pixel pass of the previous frame uses a second core without a second process.
+    """
+    with ThreadPoolExecutor(ahead) as pool:
+        pending: deque = deque()
+        for f in frames:
+            pending.append(pool.submit(read_frame, f, dataset))
+            if len(pending) > ahead:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def _records(frames: list[FrameFiles], settings: dict, dataset: str, workers: int) -> Iterator[FrameRecord]:
     if workers <= 1:
         _init_worker(settings, dataset)
-        for f in frames:
-            yield _frame_job(f)
+        ev: DPSEvaluator = _WORKER["ev"]
+        for f, (pred, pred_depth, gt, gt_depth, decode) in zip(frames, _decoded(frames, dataset)):
+            yield ev.compute_frame(
+                pred, pred_depth, gt, gt_depth, name=str(f.pred_panoptic[0]), pred_decode=decode
+            )
         return
     chunk = max(1, min(8, len(frames) // (4 * workers)))
     with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(settings, dataset)) as pool:
