@@ -43,16 +43,17 @@ def save_model_dir(directory: str | os.PathLike, model: nn.Module, cfg: Config) 
 
 
 def check_state_dict(
-    state: dict[str, torch.Tensor], model: nn.Module, source: str
+    state: dict[str, torch.Tensor], model: nn.Module, source: str, allow_missing: tuple[str, ...] = ()
 ) -> dict[str, torch.Tensor]:
     """Raise CheckpointError naming every missing / unexpected / mis-shaped key; else return `state`.
 
-    `num_batches_tracked` buffers are optional on both sides (BN vs FrozenBN).
+    `num_batches_tracked` buffers are optional on both sides (BN vs FrozenBN); model keys starting
+    with a prefix in `allow_missing` may be absent from `state`.
     """
     own = model.state_dict()
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     own_keys = {k for k in own if not k.endswith("num_batches_tracked")}
-    missing = sorted(own_keys - set(state))
+    missing = sorted(k for k in own_keys - set(state) if not (allow_missing and k.startswith(allow_missing)))
     unexpected = sorted(set(state) - own_keys)
     mismatched = [
         f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"

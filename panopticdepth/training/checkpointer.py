@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoint.model_dir import CONFIG_NAME, WEIGHTS_NAME, save_model_dir
+from ..checkpoint.model_dir import CONFIG_NAME, WEIGHTS_NAME, check_state_dict, save_model_dir
 from ..config import Config
 from ..errors import CheckpointError
 from ..utils.files import atomic_path, atomic_write_text
@@ -86,26 +86,9 @@ def load_model_weights(
     mis-shaped raises CheckpointError naming the keys.
     """
     source = str(Path(directory) / WEIGHTS_NAME)
-    state = {k: v for k, v in load_weights_file(directory).items() if not k.endswith("num_batches_tracked")}
-    own = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    tolerated = [k for k in missing if k.startswith(allow_missing)] if allow_missing else []
-    missing = [k for k in missing if k not in tolerated]
-    mismatched = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(state))
-        if tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {', '.join(missing[:20])}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}")
-    if mismatched:
-        problems.append(f"shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:20])}")
-    if problems:
-        raise CheckpointError(f"{source}: weights do not match the model: " + " | ".join(problems))
+    state = check_state_dict(load_weights_file(directory), model, source, allow_missing)
+    own = model.state_dict()
+    tolerated = sorted(k for k in own if k not in state and k.startswith(allow_missing))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
     if tolerated:
         log.info("%s: %d parameters/buffers not in the checkpoint keep their initialisation (%s...)",
