@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -12,42 +13,35 @@ from .base import FrameDataset, Problem, Record, raise_problems
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("cityscapes-dps", "semkitti-dps", "cityscapes-panoptic", "custom", "synthetic")
+# dataset name -> (reader module, dataset class); the synthetic generator writes the Cityscapes-DPS layout
+_READERS = {
+    "cityscapes-dps": ("cityscapes_dps", "CityscapesDPSDataset"),
+    "semkitti-dps": ("semkitti_dps", "SemKITTIDPSDataset"),
+    "cityscapes-panoptic": ("cityscapes_panoptic", "CityscapesPanopticDataset"),
+    "custom": ("custom", "CustomDataset"),
+    "synthetic": ("cityscapes_dps", "CityscapesDPSDataset"),
+}
+DATASETS = tuple(_READERS)
+
+
+def _reader(name: str):
+    if name not in _READERS:
+        raise DataError(f"unknown dataset '{name}' (data.dataset must be one of {', '.join(DATASETS)})")
+    return importlib.import_module(f"{__package__}.{_READERS[name][0]}")
 
 
 def discover_records(
     data_cfg: DataConfig, split: str, root: str | None = None
 ) -> tuple[list[Record], list[Problem]]:
     """Frames of a split and the pairing problems, for the dataset named by `data_cfg.dataset`."""
-    name = data_cfg.dataset
     root = root if root is not None else data_cfg.root
     if not root:
         raise DataError("data.root is empty: set it to the dataset folder (data.root=DIR)")
-    if name in ("cityscapes-dps", "synthetic"):
-        from .cityscapes_dps import discover
-    elif name == "semkitti-dps":
-        from .semkitti_dps import discover
-    elif name == "cityscapes-panoptic":
-        from .cityscapes_panoptic import discover
-    elif name == "custom":
-        from .custom import discover
-    else:
-        raise DataError(f"unknown dataset '{name}' (data.dataset must be one of {', '.join(DATASETS)})")
-    return discover(root, split)
+    return _reader(data_cfg.dataset).discover(root, split)
 
 
 def dataset_class(name: str) -> type[FrameDataset]:
-    if name in ("cityscapes-dps", "synthetic"):
-        from .cityscapes_dps import CityscapesDPSDataset as cls
-    elif name == "semkitti-dps":
-        from .semkitti_dps import SemKITTIDPSDataset as cls
-    elif name == "cityscapes-panoptic":
-        from .cityscapes_panoptic import CityscapesPanopticDataset as cls
-    elif name == "custom":
-        from .custom import CustomDataset as cls
-    else:
-        raise DataError(f"unknown dataset '{name}' (data.dataset must be one of {', '.join(DATASETS)})")
-    return cls
+    return getattr(_reader(name), _READERS[name][1])
 
 
 def build_dataset(data_cfg: DataConfig, split: str, train: bool) -> FrameDataset:
