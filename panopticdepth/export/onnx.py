@@ -14,7 +14,8 @@ pipeline is: preprocess -> onnxruntime -> `head_outputs_from_onnx` -> postproces
 The exporter is `torch.onnx.export(..., dynamo=True)`: the legacy TorchScript exporter fails on
 `torchvision.ops.deform_conv2d`, the dynamo one exports it (ENVIRONMENT.md). Deformable convs are
 switched to the torchvision kernel for the export (the grid-sample kernel loops over row chunks,
-which would freeze the image size); both kernels compute the same function.
+which would freeze the image size, and the native kernel is a ctypes call no tracer can see); all
+kernels compute the same function.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def _exportable_copy(model: nn.Module) -> nn.Module:
     """An eval-mode copy whose deformable convs use the torchvision kernel (exportable, same math)."""
     model = copy.deepcopy(model).eval()
     for m in model.modules():
-        if hasattr(m, "impl") and getattr(m, "impl", None) == "sample":
+        if hasattr(m, "impl") and getattr(m, "impl", None) != "torchvision":
             m.impl = "torchvision"
     return model
 

@@ -61,7 +61,7 @@ class Tower(nn.Module):
         coord: bool,
         norm: str,
         groups: int = 32,
-        deform_impl: str = "sample",
+        deform_impl: str = "auto",
     ) -> None:
         super().__init__()
         self.coord = coord
