@@ -88,6 +88,12 @@ def deform_conv3x3_sample(
     return out
 
 
+def _bf16_autocast(x: torch.Tensor) -> bool:
+    if x.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
 class ModulatedDeformConv2d(nn.Module):
     """DCNv2 3x3 conv with its own offset/mask conv; parameters `weight`, `bias`, `offset_conv.*`."""
 
@@ -109,14 +115,20 @@ class ModulatedDeformConv2d(nn.Module):
         om = self.offset_conv(x_bchw)
         offset_b18hw = om[:, :18]
         mask_b9hw = om[:, 18:].sigmoid()
-        # torchvision has no bfloat16/float16 CPU kernel: low-precision runs (autocast) take the
-        # sampling formulation, which is the same operation.
-        if self.impl == "sample" or x_bchw.dtype not in (torch.float32, torch.float64):
-            return deform_conv3x3_sample(x_bchw, offset_b18hw, mask_b9hw, self.weight, self.bias)
-        if self.impl in ("auto", "native") and self._native_applies(x_bchw):
+        native = self.impl in ("auto", "native") and self._native_applies(x_bchw)
+        if native and _bf16_autocast(x_bchw):
+            # float32 sampling, then bfloat16 columns and GEMM, as an autocast conv would run.
+            return native_dcn.deform_conv2d(
+                x_bchw.float(), offset_b18hw.float(), self.weight.float(), self.bias, stride=1, padding=1,
+                mask=mask_b9hw.float(), gemm_dtype=torch.bfloat16,
+            )  # fmt: skip
+        if native and x_bchw.dtype in (torch.float32, torch.float64):
             return native_dcn.deform_conv2d(
                 x_bchw, offset_b18hw, self.weight, self.bias, stride=1, padding=1, mask=mask_b9hw
             )
+        # torchvision has no bfloat16/float16 CPU kernel: such runs take the sampling formulation.
+        if self.impl == "sample" or x_bchw.dtype not in (torch.float32, torch.float64):
+            return deform_conv3x3_sample(x_bchw, offset_b18hw, mask_b9hw, self.weight, self.bias)
         return deform_conv2d(
             x_bchw, offset_b18hw, self.weight, self.bias, stride=1, padding=1, mask=mask_b9hw
         )

@@ -3,14 +3,16 @@
 torchvision's CPU kernel builds the im2col columns in one single-threaded loop that redoes the
 bilinear coordinate work for every channel; on this model that loop, not the GEMM, is most of the
 cost. `csrc/deform_im2col.c` does the same floating-point operations in the same order, with the
-coordinate work done once per (tap, position) and the channels split over threads; the columns
-then go through the same `weight @ columns` GEMM that torchvision issues, so the output has the
-same bits (tests compare with `torch.equal`). It stays a forward-only kernel: training keeps
+coordinate work done once per (tap, position) and the channels split over OpenMP threads; the
+columns then go through the same `weight @ columns` GEMM that torchvision issues, so the output
+has the same bits (tests compare with `torch.equal`). It is a forward-only kernel: training keeps
 torchvision's (or the sampling formulation's) autograd.
 
 The C file is compiled on first use with the system C compiler (`$CC`, else `cc`) into a cache
 directory (`$PANOPTICDEPTH_CACHE_DIR`, else `$XDG_CACHE_HOME/panopticdepth`, else
-`~/.cache/panopticdepth`) and loaded with ctypes; no compiler means `available()` is False and
+`~/.cache/panopticdepth`) and loaded with ctypes. Built with `-fopenmp`, it links `libgomp.so.1`,
+which resolves to the copy PyTorch has already loaded, so PyTorch, MKL and this kernel share one
+thread pool (`torch.get_num_threads()` threads). No compiler means `available()` is False and
 callers fall back to torchvision's kernel.
 """
 
@@ -112,6 +114,8 @@ def _load() -> ctypes.CDLL | None:
             columns = getattr(lib, f"pd_dcn_columns_{suffix}")
             columns.argtypes = [ptr, i64, i64, ptr, ptr, ptr, *[i64] * 4, ptr, i64, i64]
             columns.restype = None
+        lib.pd_dcn_columns_f32_bf16.argtypes = lib.pd_dcn_columns_f32.argtypes
+        lib.pd_dcn_columns_f32_bf16.restype = None
         _library = lib
         return lib
 
@@ -165,18 +169,26 @@ def deform_conv2d(
     padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
     mask: torch.Tensor | None = None,
+    gemm_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """`torchvision.ops.deform_conv2d` (one offset group, one weight group), forward only, CPU.
 
     The GEMM is issued exactly as torchvision issues it (the whole column matrix of a group of
     images, accumulated into zeros): splitting it into tiles of columns was measured to change
     MKL's rounding for some widths.
+
+    `gemm_dtype=torch.bfloat16` (float32 input only) is the bf16-autocast variant: the sampling
+    stays in float32, the columns are rounded once to bfloat16 and the GEMM runs in bfloat16;
+    the output is bfloat16, as an autocast convolution's would be. Not torchvision's bits.
     """
     lib = _load()
     if lib is None:
         raise RuntimeError(f"the native deformable-conv kernel is unavailable: {_failure}")
     if input_bchw.device.type != "cpu" or input_bchw.dtype not in (torch.float32, torch.float64):
         raise ValueError("the native deformable-conv kernel runs on CPU float32/float64 tensors only")
+    bf16 = gemm_dtype == torch.bfloat16
+    if gemm_dtype not in (None, input_bchw.dtype) and not (bf16 and input_bchw.dtype == torch.float32):
+        raise ValueError(f"gemm_dtype {gemm_dtype} is not supported for {input_bchw.dtype} input")
     if torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (input_bchw, offset, weight, bias, mask)
     ):
@@ -190,6 +202,8 @@ def deform_conv2d(
         raise ValueError(f"weight expects {in_c} input channels, input has {c} (groups are not supported)")
     out_h = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
     out_w = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(f"input {h}x{w} is too small for a {kh}x{kw} kernel (output {out_h}x{out_w})")
     positions = out_h * out_w
     if offset.shape != (b, 2 * taps, out_h, out_w):
         raise ValueError(f"offset must be {(b, 2 * taps, out_h, out_w)}, got {tuple(offset.shape)}")
@@ -197,6 +211,8 @@ def deform_conv2d(
         mask = torch.ones(b, taps, out_h, out_w, dtype=dtype)
     elif mask.shape != (b, taps, out_h, out_w):
         raise ValueError(f"mask must be {(b, taps, out_h, out_w)}, got {tuple(mask.shape)}")
+    if b == 0:
+        return torch.zeros(0, out_c, out_h, out_w, dtype=torch.bfloat16 if bf16 else dtype)
     offset = offset.to(dtype).contiguous()
     mask = mask.to(dtype).contiguous()
     weight_o_k = weight.to(dtype).contiguous().view(out_c, in_c * taps)
@@ -206,12 +222,13 @@ def deform_conv2d(
     plane = (h + 3) * padded_w
     suffix = "f32" if dtype == torch.float32 else "f64"
     prepare = getattr(lib, f"pd_dcn_prepare_{suffix}")
-    columns_fn = getattr(lib, f"pd_dcn_columns_{suffix}")
+    columns_fn = lib.pd_dcn_columns_f32_bf16 if bf16 else getattr(lib, f"pd_dcn_columns_{suffix}")
+    out_dtype = torch.bfloat16 if bf16 else dtype
     threads = max(1, torch.get_num_threads())
 
     group = parallel_images(b)
     ld = group * positions
-    columns = _column_buffer(c * taps * ld, dtype).view(c * taps, ld)
+    columns = _column_buffer(c * taps * ld, out_dtype).view(c * taps, ld)
     corner = torch.empty(taps * positions, dtype=torch.int32)
     weights4 = torch.empty(4 * taps * positions, dtype=dtype)
     outs = []
@@ -226,13 +243,15 @@ def deform_conv2d(
                 padded[n].data_ptr(), plane, padded_w, mask[n].data_ptr(), corner.data_ptr(),
                 weights4.data_ptr(), taps, positions, c, threads, columns.data_ptr(), ld, j * positions,
             )  # fmt: skip
-        # torchvision: out_buf = zeros; out_buf.addmm_(weight, columns); then + bias.
-        out_o_gp = torch.zeros(out_c, ld, dtype=dtype).addmm_(weight_o_k, columns)
+        if bf16:
+            out_o_gp = torch.mm(weight_o_k.to(torch.bfloat16), columns)
+        else:  # torchvision: out_buf = zeros; out_buf.addmm_(weight, columns); then + bias.
+            out_o_gp = torch.zeros(out_c, ld, dtype=dtype).addmm_(weight_o_k, columns)
         outs.append(out_o_gp.view(out_c, group, out_h, out_w).transpose(0, 1))
     out = torch.cat(outs) if len(outs) > 1 else outs[0].contiguous()
     if bias is None:
-        bias = torch.zeros(out_c, dtype=dtype)
-    return out + bias.to(dtype).view(1, out_c, 1, 1)
+        bias = torch.zeros(out_c, dtype=out_dtype)
+    return out + bias.to(out_dtype).view(1, out_c, 1, 1)
 
 
 __all__ = [

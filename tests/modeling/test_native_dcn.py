@@ -173,3 +173,61 @@ def test_compiles_into_the_cache_dir_once(tmp_path):
     assert runs[0].stdout == runs[1].stdout
     names = eval(runs[0].stdout)  # a printed list of file names
     assert len(names) == 1 and names[0].startswith("deform_im2col-") and names[0].endswith(".so")
+
+
+@needs_native
+def test_layouts_and_empty_batch():
+    x, offset, mask, weight, bias = _case(2, 8, 4, 6, 7)
+    with torch.no_grad():
+        want = tv_deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+        # channels-last input, offset and mask as slices of one larger tensor (as the module makes them)
+        om = torch.cat((offset, mask), 1)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        got = native_dcn.deform_conv2d(x_cl, om[:, :18], weight, bias, padding=1, mask=om[:, 18:])
+        assert torch.equal(got, want)
+        empty = native_dcn.deform_conv2d(x[:0], offset[:0], weight, bias, padding=1, mask=mask[:0])
+    assert empty.shape == (0, 4, 6, 7)
+    with pytest.raises(ValueError, match="too small"):
+        native_dcn.deform_conv2d(x[..., :1, :1], offset[..., :1, :1], torch.randn(4, 8, 5, 5), bias)
+
+
+@needs_native
+def test_bf16_gemm_variant_rounds_columns_once():
+    """float32 sampling (torchvision's columns), one rounding to bfloat16, a bfloat16 GEMM."""
+    x, offset, mask, weight, bias = _case(2, 16, 12, 7, 9)
+    c = x.shape[1]
+    with torch.no_grad():
+        identity = torch.eye(c * 9).view(c * 9, c, 3, 3)
+        cols = tv_deform_conv2d(x, offset, identity, None, padding=1, mask=mask)  # (B, C*9, H, W)
+        w_bf16 = weight.view(12, -1).bfloat16()
+        gemms = [torch.mm(w_bf16, cols[n].reshape(c * 9, -1).bfloat16()) for n in range(2)]
+        want = torch.stack(gemms).view(2, 12, 7, 9) + bias.bfloat16().view(1, -1, 1, 1)
+        bf16 = torch.bfloat16
+        got = native_dcn.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask, gemm_dtype=bf16)
+    assert got.dtype == torch.bfloat16
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="gemm_dtype"):
+        x64, off64, w64 = x.double(), offset.double(), weight.double()
+        native_dcn.deform_conv2d(x64, off64, w64, None, padding=1, gemm_dtype=bf16)
+
+
+@needs_native
+def test_module_under_bf16_autocast_uses_the_bf16_variant(monkeypatch):
+    torch.manual_seed(0)
+    module = ModulatedDeformConv2d(8, 6, impl="auto")
+    x = torch.randn(1, 8, 9, 10)
+    seen = []
+    real = native_dcn.deform_conv2d
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("gemm_dtype"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(native_dcn, "deform_conv2d", spy)
+    with torch.inference_mode():
+        exact = module(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = module(x)
+    assert seen == [None, torch.bfloat16]
+    assert low.dtype == torch.bfloat16
+    assert torch.allclose(low.float(), exact, rtol=0.05, atol=0.05 * exact.abs().max().item())

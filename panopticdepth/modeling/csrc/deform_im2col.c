@@ -34,7 +34,7 @@
 #define PARALLEL_FOR(threads)
 #endif
 
-#define DEFINE_KERNELS(SUFFIX, T, FLOOR)                                                         \
+#define DEFINE_PREPARE(SUFFIX, T, FLOOR)                                                         \
 void pd_dcn_prepare_##SUFFIX(const T* offset, int64_t height, int64_t width, int64_t out_h,      \
                              int64_t out_w, int64_t kernel_h, int64_t kernel_w, int64_t stride_h, \
                              int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,      \
@@ -78,15 +78,30 @@ void pd_dcn_prepare_##SUFFIX(const T* offset, int64_t height, int64_t width, int
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
-}                                                                                                \
-                                                                                                 \
-/* One output row segment. The two corners of a bilinear row are adjacent in memory, so each row */ \
-/* is one 2*sizeof(T) load (memcpy, split into the two values): measured ~2x faster than four   */ \
-/* separate (or vector-gathered) loads on an AVX-512 Zen 4. The arithmetic is unchanged.        */ \
-static void row_##SUFFIX(const T* restrict src, const int32_t* restrict corner,                  \
-                         const T* restrict w1, const T* restrict w2, const T* restrict w3,       \
-                         const T* restrict w4, const T* restrict mask, T* restrict out,          \
-                         int64_t count, int64_t padded_w)                                        \
+}
+
+/* float -> bfloat16 with round-to-nearest-even, as PyTorch converts (NaN stays a quiet NaN). */
+static inline uint16_t pd_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+#define STORE_SAME(v) (v)
+#define STORE_BF16(v) pd_to_bf16(v)
+
+/* One output row segment. The two corners of a bilinear row are adjacent in memory, so each row
+   is one 2*sizeof(T) load (memcpy, split into the two values): measured ~2x faster than four
+   separate (or vector-gathered) loads on an AVX-512 Zen 4. The arithmetic is unchanged. */
+#define DEFINE_COLUMNS(NAME, T, OUT_T, STORE)                                                    \
+static void NAME##_row(const T* restrict src, const int32_t* restrict corner,                    \
+                       const T* restrict w1, const T* restrict w2, const T* restrict w3,         \
+                       const T* restrict w4, const T* restrict mask, OUT_T* restrict out,        \
+                       int64_t count, int64_t padded_w)                                          \
 {                                                                                                \
     for (int64_t p = 0; p < count; ++p) {                                                        \
         const int64_t i = corner[p];                                                             \
@@ -94,14 +109,13 @@ static void row_##SUFFIX(const T* restrict src, const int32_t* restrict corner, 
         memcpy(top, src + i, sizeof top);                                                        \
         memcpy(bottom, src + i + padded_w, sizeof bottom);                                       \
         const T val = w1[p] * top[0] + w2[p] * top[1] + w3[p] * bottom[0] + w4[p] * bottom[1];   \
-        out[p] = mask[p] * val;                                                                  \
+        out[p] = STORE(mask[p] * val);                                                           \
     }                                                                                            \
 }                                                                                                \
                                                                                                  \
-void pd_dcn_columns_##SUFFIX(const T* padded, int64_t plane, int64_t padded_w, const T* mask,   \
-                             const int32_t* corner, const T* weights, int64_t taps,              \
-                             int64_t positions, int64_t channels, int64_t threads, T* columns,   \
-                             int64_t ld, int64_t col0)                                           \
+void NAME(const T* padded, int64_t plane, int64_t padded_w, const T* mask, const int32_t* corner, \
+          const T* weights, int64_t taps, int64_t positions, int64_t channels, int64_t threads,  \
+          OUT_T* columns, int64_t ld, int64_t col0)                                              \
 {                                                                                                \
     const int64_t n = taps * positions;                                                          \
     PARALLEL_FOR(threads)                                                                        \
@@ -110,13 +124,17 @@ void pd_dcn_columns_##SUFFIX(const T* padded, int64_t plane, int64_t padded_w, c
             const int64_t count = t0 + TILE < positions ? TILE : positions - t0;                 \
             for (int64_t k = 0; k < taps; ++k) {                                                 \
                 const int64_t q = k * positions + t0;                                            \
-                row_##SUFFIX(padded + c * plane, corner + q, weights + q, weights + n + q,      \
-                             weights + 2 * n + q, weights + 3 * n + q, mask + q,                 \
-                             columns + (c * taps + k) * ld + col0 + t0, count, padded_w);        \
+                NAME##_row(padded + c * plane, corner + q, weights + q, weights + n + q,         \
+                           weights + 2 * n + q, weights + 3 * n + q, mask + q,                   \
+                           columns + (c * taps + k) * ld + col0 + t0, count, padded_w);          \
             }                                                                                    \
         }                                                                                        \
     }                                                                                            \
 }
 
-DEFINE_KERNELS(f32, float, floorf)
-DEFINE_KERNELS(f64, double, floor)
+DEFINE_PREPARE(f32, float, floorf)
+DEFINE_PREPARE(f64, double, floor)
+DEFINE_COLUMNS(pd_dcn_columns_f32, float, float, STORE_SAME)
+DEFINE_COLUMNS(pd_dcn_columns_f64, double, double, STORE_SAME)
+/* bfloat16 columns from float32 sampling, for a bfloat16 GEMM (autocast inference). */
+DEFINE_COLUMNS(pd_dcn_columns_f32_bf16, float, uint16_t, STORE_BF16)
