@@ -9,9 +9,9 @@
 
    1. `prepare`: per (k, p), once: the top-left corner's flat index into the zero-padded channel
       plane and the four weights (all 0 for a point outside (-1, H) x (-1, W)).
-   2. `columns`: per channel (threads take disjoint channels), in tiles of positions that keep
-      the phase-1 arrays in cache: four loads, the weighted sum and the mask product, written
-      where torchvision's column matrix has them (row c*K + k, column col0 + p).
+   2. `columns`: per channel (threads take disjoint channels) and tap, along the positions: two
+      paired loads, the weighted sum and the mask product, written where torchvision's column
+      matrix has them (row c*K + k, column col0 + p).
 
    The caller pads every channel plane with one zero row on top, two at the bottom and one zero
    column on each side, so a corner outside the image reads 0 exactly as torchvision's bounds
@@ -21,8 +21,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-
-#define TILE 512
 
 /* Built with -fopenmp, the library links libgomp.so.1, which resolves to the copy PyTorch has
    already loaded: one thread pool for PyTorch, MKL and this kernel, no threads spinning against
@@ -138,14 +136,11 @@ void NAME(const T* padded, int64_t plane, int64_t padded_w, const T* mask, const
     const int64_t n = taps * positions;                                                          \
     PARALLEL_FOR(threads)                                                                        \
     for (int64_t c = 0; c < channels; ++c) {                                                     \
-        for (int64_t t0 = 0; t0 < positions; t0 += TILE) {                                       \
-            const int64_t count = t0 + TILE < positions ? TILE : positions - t0;                 \
-            for (int64_t k = 0; k < taps; ++k) {                                                 \
-                const int64_t q = k * positions + t0;                                            \
-                NAME##_row(padded + c * plane, corner + q, weights + q, weights + n + q,         \
-                           weights + 2 * n + q, weights + 3 * n + q, mask + q,                   \
-                           columns + (c * taps + k) * ld + col0 + t0, count, padded_w);          \
-            }                                                                                    \
+        for (int64_t k = 0; k < taps; ++k) {                                                     \
+            const int64_t q = k * positions;                                                     \
+            NAME##_row(padded + c * plane, corner + q, weights + q, weights + n + q,             \
+                       weights + 2 * n + q, weights + 3 * n + q, mask + q,                       \
+                       columns + (c * taps + k) * ld + col0, positions, padded_w);               \
         }                                                                                        \
     }                                                                                            \
 }
