@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import DataError
 from ..utils.files import atomic_path
@@ -36,9 +36,15 @@ def _open_png(path: str | os.PathLike) -> Image.Image:
     return img
 
 
-def read_image_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Any PNG/JPEG (RGB, RGBA, grayscale, palette) as uint8 (H, W, 3) RGB."""
+def read_image_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> np.ndarray:
+    """Any PNG/JPEG (RGB, RGBA, grayscale, palette) as uint8 (H, W, 3) RGB.
+
+    `exif_transpose` applies a camera's EXIF orientation (phone photos are often stored sideways),
+    as viewers show the picture; datasets keep it off, their labels match the stored pixels.
+    """
     img = _open_png(path)
+    if exif_transpose:
+        img = ImageOps.exif_transpose(img)
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8).copy()

@@ -143,4 +143,5 @@ def iter_frames(items: Sequence[InputItem]) -> Iterator[InputFrame]:
             for k, frame in enumerate(iter_video(item.path)):
                 yield InputFrame(unique(f"{item.path.stem}_{k:06d}"), frame, item.path, k)
         else:
-            yield InputFrame(unique(item.path.stem), read_image_rgb(item.path), item.path)
+            image = read_image_rgb(item.path, exif_transpose=True)
+            yield InputFrame(unique(item.path.stem), image, item.path)

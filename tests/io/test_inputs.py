@@ -1,0 +1,33 @@
+"""Input reading for predict: EXIF orientation of camera JPEGs is applied, datasets keep pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from panopticdepth.io.formats import read_image_rgb
+from panopticdepth.io.inputs import iter_frames, resolve_inputs
+
+
+def _sideways_jpeg(path):
+    """A 20x40 picture stored as 40x20 pixels with EXIF orientation 6 (rotate 90 degrees clockwise)."""
+    upright = np.zeros((20, 40, 3), dtype=np.uint8)
+    upright[:, :20] = (255, 0, 0)  # left half red, right half blue
+    upright[:, 20:] = (0, 0, 255)
+    stored = np.rot90(upright, k=1)  # 40x20, as a camera held sideways writes it
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(np.ascontiguousarray(stored)).save(path, exif=exif, quality=95)
+    return upright
+
+
+def test_predict_inputs_apply_exif_orientation(tmp_path):
+    path = tmp_path / "photo.jpg"
+    upright = _sideways_jpeg(path)
+    assert read_image_rgb(path).shape == (40, 20, 3)  # stored pixels, as datasets read them
+    frames = list(iter_frames(resolve_inputs([path])))
+    image = frames[0].image
+    assert image.shape == upright.shape
+    # JPEG is lossy: compare the halves' dominant channel.
+    assert image[:, :18, 0].mean() > 200 and image[:, :18, 2].mean() < 60
+    assert image[:, 22:, 2].mean() > 200 and image[:, 22:, 0].mean() < 60
