@@ -30,7 +30,6 @@ import threading
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
@@ -134,20 +133,26 @@ def _pair(v: int | tuple[int, int]) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _column_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """This thread's scratch column matrix, kept between calls like a workspace: touching ~100 MB
-    of fresh pages on every call costs a quarter of the kernel's time."""
-    buf = getattr(_buffers, "columns", None)
+def _scratch(name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """This thread's workspace `name`, kept between calls: fresh pages for the ~100 MB column
+    matrix on every call cost a quarter of the kernel's time (glibc unmaps freed large blocks)."""
+    store = getattr(_buffers, "store", None)
+    if store is None:
+        store = _buffers.store = {}
+    buf = store.get(name)
     if buf is None or buf.dtype != dtype or buf.numel() < numel:
-        _buffers.columns = None  # let the old one go before the larger one is allocated
-        buf = _buffers.columns = torch.empty(numel, dtype=dtype)
+        store.pop(name, None)  # let the old one go before the larger one is allocated
+        # A normal tensor even when first used under inference_mode, so that later calls outside
+        # it (no_grad) may still write into it.
+        with torch.inference_mode(False):
+            buf = store[name] = torch.empty(numel, dtype=dtype)
     return buf[:numel]
 
 
 def release_buffers() -> None:
-    """Free this thread's scratch column matrix (as large as the largest layer's, ~1.2 GB for a
-    stride-4 layer of a 1024x2048 image)."""
-    _buffers.columns = None
+    """Free this thread's workspaces (the column matrix is as large as the largest layer's,
+    ~1.2 GB for a stride-4 layer of a 1024x2048 image)."""
+    _buffers.store = {}
 
 
 def parallel_images(batch: int) -> int:
@@ -217,9 +222,10 @@ def deform_conv2d(
     mask = mask.to(dtype).contiguous()
     weight_o_k = weight.to(dtype).contiguous().view(out_c, in_c * taps)
     # One zero row on top, two at the bottom (the "outside" cell), one zero column each side.
-    padded = F.pad(input_bchw, (1, 1, 1, 2)).contiguous()
     padded_w = w + 2
     plane = (h + 3) * padded_w
+    padded = _scratch("padded", b * c * plane, dtype).view(b, c, h + 3, padded_w).zero_()
+    padded[:, :, 1 : h + 1, 1 : w + 1].copy_(input_bchw)
     suffix = "f32" if dtype == torch.float32 else "f64"
     prepare = getattr(lib, f"pd_dcn_prepare_{suffix}")
     columns_fn = lib.pd_dcn_columns_f32_bf16 if bf16 else getattr(lib, f"pd_dcn_columns_{suffix}")
@@ -228,7 +234,10 @@ def deform_conv2d(
 
     group = parallel_images(b)
     ld = group * positions
-    columns = _column_buffer(c * taps * ld, out_dtype).view(c * taps, ld)
+    columns = _scratch("columns", c * taps * ld, out_dtype).view(c * taps, ld)
+    gemm_out = _scratch("gemm_out", out_c * ld, out_dtype).view(out_c, ld)
+    bias_o = torch.zeros(out_c, dtype=out_dtype) if bias is None else bias.to(out_dtype)
+    bias_1o11 = bias_o.view(1, out_c, 1, 1)
     corner = torch.empty(taps * positions, dtype=torch.int32)
     weights4 = torch.empty(4 * taps * positions, dtype=dtype)
     outs = []
@@ -244,14 +253,13 @@ def deform_conv2d(
                 weights4.data_ptr(), taps, positions, c, threads, columns.data_ptr(), ld, j * positions,
             )  # fmt: skip
         if bf16:
-            out_o_gp = torch.mm(weight_o_k.to(torch.bfloat16), columns)
+            torch.mm(weight_o_k.to(torch.bfloat16), columns, out=gemm_out)
         else:  # torchvision: out_buf = zeros; out_buf.addmm_(weight, columns); then + bias.
-            out_o_gp = torch.zeros(out_c, ld, dtype=dtype).addmm_(weight_o_k, columns)
-        outs.append(out_o_gp.view(out_c, group, out_h, out_w).transpose(0, 1))
-    out = torch.cat(outs) if len(outs) > 1 else outs[0].contiguous()
-    if bias is None:
-        bias = torch.zeros(out_c, dtype=out_dtype)
-    return out + bias.to(out_dtype).view(1, out_c, 1, 1)
+            gemm_out.zero_().addmm_(weight_o_k, columns)
+        # + bias writes a fresh tensor, as torchvision's last step does.
+        outs.append(gemm_out.view(out_c, group, out_h, out_w).transpose(0, 1) + bias_1o11)
+    out = torch.cat(outs) if len(outs) > 1 else outs[0]
+    return out.contiguous()
 
 
 __all__ = [

@@ -231,3 +231,15 @@ def test_module_under_bf16_autocast_uses_the_bf16_variant(monkeypatch):
     assert seen == [None, torch.bfloat16]
     assert low.dtype == torch.bfloat16
     assert torch.allclose(low.float(), exact, rtol=0.05, atol=0.05 * exact.abs().max().item())
+
+
+@needs_native
+def test_workspaces_survive_switching_inference_mode_and_no_grad():
+    x, offset, mask, weight, bias = _case(1, 8, 4, 6, 7)
+    want = tv_deform_conv2d(x, offset, weight, bias, padding=1, mask=mask).detach()
+    native_dcn.release_buffers()
+    with torch.inference_mode():
+        first = native_dcn.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    with torch.no_grad():
+        second = native_dcn.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+    assert torch.equal(first, want) and torch.equal(second, want)
