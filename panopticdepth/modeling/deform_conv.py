@@ -7,7 +7,7 @@ original's `chunk(3)` + `cat(o1, o2)` is exactly "channels 0-17 = offset, sigmoi
 
 * ``"torchvision"``: `torchvision.ops.deform_conv2d`, the reference (what the oracle was made with).
 * ``"native"``: `native_dcn.deform_conv2d`, the same operations in the same order as torchvision's
-  CPU kernel (bit-identical output) but ~3.5x faster; forward only, needs a C compiler once.
+  CPU kernel (bit-identical output) but ~4x faster; forward only, needs a C compiler once.
 * ``"auto"`` (default): ``"native"`` for CPU float32/float64 inference when it is available,
   otherwise ``"torchvision"``; so results are torchvision's bits either way.
 * ``"sample"``: the nine taps are bilinearly sampled with `F.grid_sample` (zero padding, which has
