@@ -17,7 +17,11 @@ class SolverConfig:
     warmup_factor: float = 0.001
     poly_power: float = 0.9
     clip_value: float = 35.0
+    # effective batch of one optimizer step, over all processes and accumulation steps
     ims_per_batch: int = 8
+    # micro-batches per optimizer step on each process: per-process micro-batch =
+    # ims_per_batch / (world_size * accumulation_steps); keeps the paper's batch on fewer GPUs
+    accumulation_steps: int = 1
     # none | bf16 | fp16 (autocast)
     amp: str = "none"
 
@@ -70,10 +74,18 @@ class TrainConfig:
     eval_period: int = 0
     # stop after this many minutes (0 = no limit); used by the demo
     max_minutes: float = 0.0
-    # auto (CUDA when available, else CPU) | cpu | cuda
+    # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     device: str = "auto"
-    # DDP: tolerate parameters that get no gradient in an iteration (e.g. no thing in the batch)
-    find_unused_parameters: bool = True
+    # DDP: tolerate parameters that get no gradient. The losses keep every head in the graph
+    # (an empty term is a graph-connected zero), so this costs a graph walk per step for nothing;
+    # turn it on only for a custom criterion that leaves parameters out.
+    find_unused_parameters: bool = False
+    # reproducible CUDA numerics: TF32 off, deterministic algorithms (training/backends.py)
+    deterministic: bool = False
+    # let cuDNN time its algorithms on the first batches (fixed crop sizes make this pay)
+    cudnn_benchmark: bool = True
+    # how long a collective waits for a missing process before the job fails
+    dist_timeout_minutes: float = 30.0
     # write TensorBoard scalars under <output>/tensorboard
     tensorboard: bool = True
     # periodic evaluation on at most this many val images (0 = all)

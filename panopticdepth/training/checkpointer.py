@@ -40,8 +40,12 @@ _ITER_RE = re.compile(r"^iter_(\d+)$")
 DEPTH_MODULE_PREFIXES = ("depth_encoder.", "depth_kernel_head.")
 
 
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in a form `torch.load(weights_only=True)` accepts."""
+def rng_state(device: torch.device | None = None) -> dict[str, Any]:
+    """Python, NumPy, torch and (for a CUDA `device`) that GPU's RNG states, in a form that
+    `torch.load(weights_only=True)` accepts.
+
+    Only the rank's own GPU is saved: a run resumed with fewer visible GPUs restores it too.
+    """
     version, mt, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
@@ -49,19 +53,28 @@ def rng_state() -> dict[str, Any]:
         "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s output; the GPU state goes to `device` (ignored on the CPU)."""
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if device is None or device.type != "cuda":
+        return
+    cuda_state = state.get("cuda_device")
+    if cuda_state is None and state.get("cuda"):  # older checkpoints: one state per visible GPU
+        saved = state["cuda"]
+        cuda_state = saved[device.index] if device.index < len(saved) else None
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
+    else:
+        log.warning("checkpoint holds no RNG state for %s: its random stream starts afresh", device)
 
 
 def load_weights_file(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -86,7 +99,14 @@ def load_model_weights(
     mis-shaped raises CheckpointError naming the keys.
     """
     source = str(Path(directory) / WEIGHTS_NAME)
-    state = check_state_dict(load_weights_file(directory), model, source, allow_missing)
+    return load_model_state(model, load_weights_file(directory), source, allow_missing)
+
+
+def load_model_state(
+    model: nn.Module, state: dict[str, torch.Tensor], source: str, allow_missing: tuple[str, ...] = ()
+) -> list[str]:
+    """`load_model_weights` for a state dict already in memory (`source` names it in errors)."""
+    state = check_state_dict(state, model, source, allow_missing)
     own = model.state_dict()
     tolerated = sorted(k for k in own if k not in state and k.startswith(allow_missing))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)

@@ -1,12 +1,20 @@
-"""Process-group set-up for `torchrun`, deterministic data sharding and DDP wrapping (spec §7).
+"""Process-group set-up for `torchrun`, deterministic data sharding and DDP wrapping.
 
 `torchrun` exports RANK / WORLD_SIZE / LOCAL_RANK; we use NCCL on CUDA and gloo on the CPU. Each
-rank sees `ims_per_batch / world_size` images per iteration and DDP averages the gradients, as the
-original's 8-GPU training does. Rank 0 alone logs and writes checkpoints.
+optimizer step sees `solver.ims_per_batch` images: `world_size` ranks times
+`solver.accumulation_steps` micro-batches of `ims_per_batch / (world_size * accumulation_steps)`
+images. DDP averages the gradients over ranks, accumulation over micro-batches, so the result is
+the same for any split of the same effective batch (docs/distributed_training.md). Rank 0 alone logs
+and writes checkpoints.
+
+Every collective goes through the functions below, and every tensor handed to one lives on the
+rank's training device (NCCL accepts nothing else); only the Python objects of
+`broadcast_object` / `all_gather_object` are pickled by torch.distributed itself.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import sys
@@ -18,6 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import Dataset, Sampler
+
+from ..utils.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -39,29 +49,33 @@ class DistInfo:
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` = CUDA (this rank's GPU) when available, else CPU."""
-    name = name.lower()
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            from ..config import ConfigError
-
-            raise ConfigError("train.device=cuda but no CUDA device is available")
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
+    """`auto` = CUDA (this rank's GPU) when available, else CPU; a CUDA device becomes current."""
+    device = resolve_device(name, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
 
 
-def init_distributed(device_name: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
+def init_distributed(device_name: str = "auto", timeout_minutes: float = 30.0) -> DistInfo:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process.
+
+    `timeout_minutes` bounds how long a collective waits for a missing rank before the job fails
+    (instead of hanging); periodic evaluation and checkpoint writes must fit in it.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = select_device(device_name, local_rank)
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world)
+        kwargs = {"device_id": device} if device.type == "cuda" else {}
+        dist.init_process_group(
+            backend=backend,
+            rank=rank,
+            world_size=world,
+            timeout=datetime.timedelta(minutes=timeout_minutes),
+            **kwargs,
+        )
         log.info("rank %d/%d joined the %s process group on %s", rank, world, backend, device)
     return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
@@ -83,22 +97,47 @@ def shutdown_distributed(exit_code: int | None = None) -> None:
 
 def barrier(info: DistInfo) -> None:
     if info.distributed:
-        dist.barrier()
+        if info.device.type == "cuda":
+            dist.barrier(device_ids=[info.device.index])
+        else:
+            dist.barrier()
+
+
+class CollectiveDeviceError(RuntimeError):
+    """A tensor on another device than the rank's was handed to a collective (a programming error)."""
+
+
+def _check_device(t: torch.Tensor, info: DistInfo) -> None:
+    if t.device.type != info.device.type or (t.device.type == "cuda" and t.device != info.device):
+        raise CollectiveDeviceError(
+            f"collective tensor on {t.device}, but rank {info.rank} trains on {info.device}"
+        )
 
 
 def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """In-place sum over ranks (no-op for one process)."""
+    """In-place sum over ranks (no-op for one process); `t` must live on `info.device`."""
+    _check_device(t, info)
     if info.distributed:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
 def broadcast_object(obj: object, info: DistInfo) -> object:
+    """Rank 0's `obj` on every rank (pickled; tensors inside travel as bytes)."""
     if not info.distributed:
         return obj
     box = [obj]
-    dist.broadcast_object_list(box, src=0)
+    dist.broadcast_object_list(box, src=0, device=info.device)
     return box[0]
+
+
+def all_gather_object(obj: object, info: DistInfo) -> list:
+    """Every rank's `obj`, in rank order."""
+    if not info.distributed:
+        return [obj]
+    gathered: list = [None] * info.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def convert_sync_batchnorm(model: nn.Module, backbone_norm: str, info: DistInfo) -> nn.Module:
@@ -189,6 +228,49 @@ class InfiniteShardedBatchSampler(Sampler):
                 batch.append((epoch, int(cache[epoch][offset])))
             yield batch
             k += 1
+
+    def __len__(self) -> int:  # pragma: no cover - infinite
+        return 2**62
+
+
+class MicroBatchSampler(Sampler):
+    """The micro-batches of one rank under gradient accumulation, in the order they are consumed.
+
+    Optimizer step k of rank r takes `accumulation_steps` micro-batches; micro-batch j is batch k
+    of the virtual rank `r * accumulation_steps + j` among `world_size * accumulation_steps`. So one
+    process with A steps sees exactly what A processes with one step each would see, which makes
+    accumulation reproduce data parallelism (docs/distributed_training.md).
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        micro_batch_size: int,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        accumulation_steps: int = 1,
+        start_iteration: int = 0,
+    ):
+        steps = accumulation_steps
+        self.samplers = [
+            InfiniteShardedBatchSampler(
+                num_items,
+                micro_batch_size,
+                seed=seed,
+                rank=rank * steps + j,
+                world_size=world_size * steps,
+                start_batch=start_iteration,
+            )
+            for j in range(steps)
+        ]
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        streams = [iter(s) for s in self.samplers]
+        while True:
+            for stream in streams:
+                yield next(stream)
 
     def __len__(self) -> int:  # pragma: no cover - infinite
         return 2**62

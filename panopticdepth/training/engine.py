@@ -1,19 +1,22 @@
-"""The training loop: samples -> preprocess -> network -> targets -> losses -> Adam step (spec §7, §10.1).
+"""The training loop: samples -> preprocess -> network -> targets -> losses -> Adam step.
 
 One `Trainer` serves a single process and every rank of a `torchrun` job. It writes the resolved
 `config.yaml`, `metrics.jsonl` (one JSON object per logged iteration, the original's loss names),
 TensorBoard scalars, resumable checkpoints and the final `model/` directory into the output folder.
+An optimizer step runs `solver.accumulation_steps` micro-batches, then one collective carries the
+loss values and the NaN and stop flags; that is the step's only wait for the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,16 +29,28 @@ from ..config import Config, ConfigError, save_config
 from ..errors import PanopticDepthError
 from ..utils.files import atomic_write_text
 from ..utils.progress import progress
-from .checkpointer import DEPTH_MODULE_PREFIXES, Checkpointer, load_model_weights, rng_state, set_rng_state
+from .backends import configure_backends
+from .checkpointer import (
+    DEPTH_MODULE_PREFIXES,
+    Checkpointer,
+    load_model_state,
+    load_model_weights,
+    rng_state,
+    set_rng_state,
+)
 from .distributed import (
     DistInfo,
     EpochIndexedDataset,
-    InfiniteShardedBatchSampler,
+    MicroBatchSampler,
+    all_gather_object,
     all_reduce_sum,
     barrier,
     convert_sync_batchnorm,
+    select_device,
     wrap_ddp,
 )
+from .periodic_eval import evaluate_model
+from .resume import agree_on_checkpoint
 from .solver import autocast_context, build_grad_scaler, build_lr_scheduler, build_optimizer, clip_gradients
 
 log = logging.getLogger(__name__)
@@ -104,9 +119,12 @@ class LossModule(nn.Module):
 
 
 def samples_to(samples: list[dict], device: torch.device) -> list[dict]:
-    if device.type == "cpu":
-        return samples
-    return [{k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in s.items()} for s in samples]
+    """Sample tensors on the training device (`.to` returns the tensor itself when it is there)."""
+    # Pinned host memory (the loader pins on CUDA) lets these copies overlap with the GPU's work.
+    return [
+        {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+        for s in samples
+    ]
 
 
 def seed_all(seed: int) -> None:
@@ -126,43 +144,14 @@ def _flatten_numbers(d: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-@torch.no_grad()
-def evaluate_model(model: nn.Module, cfg: Config, dataset: Any, max_images: int = 0) -> dict:
-    """DPQ/PQ summary (contract 7) of `model` on `dataset`, one image at a time (batch 1, §9)."""
-    from ..evaluation import DPSEvaluator
-    from ..modeling.postprocess import postprocess
-    from ..modeling.preprocess import preprocess
+@dataclass
+class StepStats:
+    """Host copies of one optimizer step's reduced values (read once, after the collective)."""
 
-    m = cfg.model
-    evaluator = DPSEvaluator(
-        num_classes=m.num_classes,
-        thing_ids=range(m.first_thing_id, m.num_classes),
-        lambdas=tuple(cfg.eval.depth_thresholds),
-        dataset="semkitti-dps" if cfg.data.dataset == "semkitti-dps" else "cityscapes-dps",
-    )
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    try:
-        for i in progress(range(n), desc="eval", leave=False):
-            sample = dataset[i]
-            batch, sizes = preprocess([sample["image"].to(device)], m)
-            outputs = model(batch)
-            result = postprocess(outputs, model, m, sizes)[0]
-            pred_depth = (
-                result.depth.cpu().numpy() if (result.depth is not None and m.depth.enabled) else None
-            )
-            gt_depth = sample.get("depth")
-            evaluator.update(
-                result.panoptic.cpu().numpy(),
-                pred_depth,
-                sample["panoptic"].cpu().numpy(),
-                gt_depth.cpu().numpy() if gt_depth is not None else None,
-            )
-    finally:
-        model.train(was_training)
-    return evaluator.summary()
+    losses: dict[str, float]  # mean over micro-batches and ranks, plus "total_loss"
+    diverged: bool
+    stop: bool
+    data_time: float  # seconds spent waiting for the loader
 
 
 class Trainer:
@@ -183,32 +172,18 @@ class Trainer:
     ):
         self.cfg = cfg
         self.output_dir = Path(output_dir)
-        self.info = dist_info or DistInfo()
+        self.info = dist_info or DistInfo(device=select_device(cfg.train.device))
         self.criterion = criterion or default_criterion
         self.weights = weights
-        self.resume = resume
         self._train_dataset = train_dataset
         self._val_dataset = val_dataset
         self._val_failed = False
         self.checkpointer = Checkpointer(self.output_dir, cfg.train.keep_checkpoints)
-        world = self.info.world_size
-        if cfg.solver.ims_per_batch % world != 0:
-            raise ConfigError(
-                f"solver.ims_per_batch={cfg.solver.ims_per_batch} is not divisible by the {world} processes"
-            )
-        self.per_rank_batch = cfg.solver.ims_per_batch // world
+        self.accumulation_steps, self.micro_batch = split_batch(cfg, self.info.world_size)
+        configure_backends(cfg.train, self.info.device)
         # Same initial weights on every rank (DDP also broadcasts rank 0's at wrap time).
         seed_all(cfg.train.seed)
-        if model is None:
-            from ..modeling import build_model
-
-            model = build_model(cfg.model)
-        if weights is not None:
-            load_model_weights(model, weights, allow_missing=DEPTH_MODULE_PREFIXES)
-            log.info("initialised from %s", weights)
-        model = convert_sync_batchnorm(model, cfg.model.backbone.norm, self.info)
-        self.model = model.to(self.info.device)
-        self.model.train()
+        self.model = self._build_model(model, weights)
         self.optimizer = build_optimizer(self.model, cfg.solver)
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.solver)
         self.scaler = build_grad_scaler(cfg.solver.amp, self.info.device)
@@ -225,27 +200,45 @@ class Trainer:
             self._resume()
 
     # ----------------------------------------------------------------------------------- set-up
+    def _build_model(self, model: nn.Module | None, weights: str | os.PathLike | None) -> nn.Module:
+        if model is None:
+            from ..modeling import build_model
+
+            model = build_model(self.cfg.model)
+        if weights is not None:
+            load_model_weights(model, weights, allow_missing=DEPTH_MODULE_PREFIXES)
+            log.info("initialised from %s", weights)
+        model = convert_sync_batchnorm(model, self.cfg.model.backbone.norm, self.info)
+        model = model.to(self.info.device)
+        model.train()
+        return model
+
     def _resume(self) -> None:
-        ckpt = self.checkpointer.latest()
-        if ckpt is None:
+        point = agree_on_checkpoint(self.checkpointer, self.info)
+        if point is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", self.checkpointer.dir)
             return
-        state = Checkpointer.load_state(ckpt)
-        load_model_weights(self.model, ckpt)
+        source = str(self.checkpointer.dir / point.name)
+        load_model_state(self.model, point.weights, source)
+        state = point.state
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.start_iter = int(state["iteration"])
         rng = state.get("rng") or []
-        if state.get("world_size") == self.info.world_size and self.info.rank < len(rng):
-            set_rng_state(rng[self.info.rank])
+        same_split = (
+            state.get("world_size") == self.info.world_size
+            and state.get("accumulation_steps", 1) == self.accumulation_steps
+        )
+        if same_split and self.info.rank < len(rng):
+            set_rng_state(rng[self.info.rank], self.info.device)
         else:
             log.warning(
                 "checkpoint was written by %s process(es): RNG states not restored", state.get("world_size")
             )
-        self.last_checkpoint = ckpt
-        log.info("resumed from %s at iteration %d", ckpt, self.start_iter)
+        self.last_checkpoint = self.checkpointer.dir / point.name
+        log.info("resumed from %s at iteration %d", source, self.start_iter)
 
     def _train_dataset_obj(self) -> Any:
         if self._train_dataset is None:
@@ -255,15 +248,16 @@ class Trainer:
         return self._train_dataset
 
     def build_loader(self, start_iter: int) -> torch.utils.data.DataLoader:
-        """Infinite, seeded, rank-sharded loader positioned at batch `start_iter`."""
+        """Infinite, seeded, rank-sharded loader of micro-batches, positioned at step `start_iter`."""
         dataset = self._train_dataset_obj()
-        sampler = InfiniteShardedBatchSampler(
+        sampler = MicroBatchSampler(
             len(dataset),
-            self.per_rank_batch,
+            self.micro_batch,
             seed=self.cfg.train.seed,
             rank=self.info.rank,
             world_size=self.info.world_size,
-            start_batch=start_iter,
+            accumulation_steps=self.accumulation_steps,
+            start_iteration=start_iter,
         )
         g = torch.Generator()
         g.manual_seed(self.cfg.train.seed)
@@ -276,6 +270,7 @@ class Trainer:
             generator=g,
             pin_memory=self.info.device.type == "cuda",
             prefetch_factor=2 if workers > 0 else None,
+            persistent_workers=workers > 0,
         )
 
     def _val_dataset_obj(self) -> Any:
@@ -290,21 +285,15 @@ class Trainer:
         return self._val_dataset
 
     def _training_state(self, iteration: int) -> dict:
-        rng = [rng_state()]
-        if self.info.distributed:
-            import torch.distributed as dist
-
-            gathered: list[Any] = [None] * self.info.world_size
-            dist.all_gather_object(gathered, rng[0])
-            rng = gathered
         return {
             "iteration": iteration,
             "sampler_batches": iteration,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": rng,
+            "rng": all_gather_object(rng_state(self.info.device), self.info),
             "world_size": self.info.world_size,
+            "accumulation_steps": self.accumulation_steps,
         }
 
     def save_checkpoint(self, iteration: int) -> None:
@@ -315,29 +304,28 @@ class Trainer:
         barrier(self.info)
 
     def _run_eval(self, iteration: int, writer: Any) -> dict | None:
-        summary = None
-        if self.info.is_main:
-            dataset = self._val_dataset_obj()
-            if dataset is not None:
-                try:
-                    summary = evaluate_model(self.model, self.cfg, dataset, self.cfg.train.eval_max_images)
-                except ImportError as err:
-                    log.warning("periodic evaluation skipped (%s)", err)
-                    self._val_failed = True
-                except Exception:  # noqa: BLE001 - a failing evaluation must not lose the training run
-                    log.exception("periodic evaluation at iteration %d failed; training continues", iteration)
-            if summary is not None:
-                flat = _flatten_numbers({k: v for k, v in summary.items() if k != "classes"})
-                with open(self.output_dir / "eval_metrics.jsonl", "a") as f:
-                    f.write(json.dumps({"iteration": iteration, **flat}) + "\n")
-                if writer is not None:
-                    for k, v in flat.items():
-                        writer.add_scalar(f"eval/{k}", v, iteration)
-                pq = summary.get("pq", {}).get("pq")
-                dpq = summary.get("dpq", {}).get("mean", {}).get("dpq")
-                log.info("iteration %d: val PQ %s, DPQ %s", iteration, pq, dpq)
-        barrier(self.info)
+        """Collective: sharded evaluation; rank 0 records the merged summary."""
+        dataset = self._val_dataset_obj()
+        have = torch.tensor([0.0 if dataset is None else 1.0], device=self.info.device)
+        if float(all_reduce_sum(have, self.info).item()) < self.info.world_size:
+            return None
+        summary = evaluate_model(self.model, self.cfg, dataset, self.cfg.train.eval_max_images, self.info)
+        if summary is None:
+            log.warning("periodic evaluation at iteration %d failed; training continues", iteration)
+        elif self.info.is_main:
+            self._record_eval(iteration, summary, writer)
         return summary
+
+    def _record_eval(self, iteration: int, summary: dict, writer: Any) -> None:
+        flat = _flatten_numbers({k: v for k, v in summary.items() if k != "classes"})
+        with open(self.output_dir / "eval_metrics.jsonl", "a") as f:
+            f.write(json.dumps({"iteration": iteration, **flat}) + "\n")
+        if writer is not None:
+            for k, v in flat.items():
+                writer.add_scalar(f"eval/{k}", v, iteration)
+        pq = summary.get("pq", {}).get("pq")
+        dpq = summary.get("dpq", {}).get("mean", {}).get("dpq")
+        log.info("iteration %d: val PQ %s, DPQ %s", iteration, pq, dpq)
 
     def _prepare_metrics_files(self) -> Path:
         """Drop lines past the resume point (a killed run may have logged beyond its checkpoint)."""
@@ -354,139 +342,192 @@ class Trainer:
                 atomic_write_text(path, "".join(k + "\n" for k in keep))
         return self.output_dir / "metrics.jsonl"
 
-    # ------------------------------------------------------------------------------------- loop
-    def train(self) -> TrainResult:
-        cfg = self.cfg
-        tcfg = cfg.train
-        max_iter = cfg.solver.max_iter
-        t_start = time.monotonic()
+    def _open_outputs(self) -> tuple[Any, Any]:
+        """Rank 0: config.yaml, the metrics file (append) and the TensorBoard writer."""
+        if not self.info.is_main:
+            return None, None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.output_dir / "config.yaml")
+        metrics_file = open(self._prepare_metrics_files(), "a")  # noqa: SIM115 - closed by train()
         writer = None
-        metrics_path = self.output_dir / "metrics.jsonl"
-        if self.info.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.output_dir / "config.yaml")
-            metrics_path = self._prepare_metrics_files()
-            if tcfg.tensorboard:
-                from torch.utils.tensorboard import SummaryWriter
+        if self.cfg.train.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
 
-                writer = SummaryWriter(str(self.output_dir / "tensorboard"))
-        barrier(self.info)
-        if self.start_iter >= max_iter:
-            log.info("nothing to do: iteration %d >= solver.max_iter %d", self.start_iter, max_iter)
-            data_iter = iter(())
-        else:
-            data_iter = iter(self.build_loader(self.start_iter))
+            writer = SummaryWriter(str(self.output_dir / "tensorboard"))
+        return metrics_file, writer
+
+    def _log_banner(self) -> None:
+        if self.info.is_main:
+            log.info(
+                "effective batch %d = %d process(es) x %d accumulation step(s) x %d image(s) per micro-batch",
+                self.cfg.solver.ims_per_batch, self.info.world_size, self.accumulation_steps,
+                self.micro_batch,
+            )  # fmt: skip
+
+    # ------------------------------------------------------------------------------------- step
+    def _forward_backward(self, samples: list[dict], sync: bool) -> tuple[list[str], torch.Tensor]:
+        """One micro-batch: losses and their backward (DDP reduces gradients only when `sync`)."""
         from ..modeling.preprocess import preprocess
 
+        batch, _sizes = preprocess([s["image"] for s in samples], self.cfg.model)
+        padded = (int(batch.shape[-2]), int(batch.shape[-1]))
+        no_sync = getattr(self.loss_module, "no_sync", None)
+        context = no_sync() if (no_sync is not None and not sync) else contextlib.nullcontext()
+        with context:
+            losses = self.loss_module(batch, samples, padded)
+            names = sorted(losses)
+            total = sum(losses[k] for k in names)
+            scaled = total if self.accumulation_steps == 1 else total / self.accumulation_steps
+            (scaled if self.scaler is None else self.scaler.scale(scaled)).backward()
+        values = torch.stack(
+            [losses[k].detach().float().reshape(()) for k in names] + [total.detach().float()]
+        )
+        return names, values
+
+    def _step(self, data_iter: Iterator, stop_requested: bool) -> StepStats:
+        """Accumulate the micro-batches, reduce the logged values and flags, update the weights."""
+        steps = self.accumulation_steps
+        names: list[str] = []
+        summed = None
+        data_time = 0.0
+        for j in range(steps):
+            t0 = time.perf_counter()
+            samples = samples_to(next(data_iter), self.info.device)
+            data_time += time.perf_counter() - t0
+            names, values = self._forward_backward(samples, sync=j == steps - 1)
+            summed = values if summed is None else summed + values
+        device = self.info.device
+        flags = torch.stack(
+            [(~torch.isfinite(summed)).any().float(), torch.tensor(float(stop_requested), device=device)]
+        )
+        vec = all_reduce_sum(torch.cat([summed / steps, flags]), self.info)
+        host = vec.tolist()  # the step's one device-to-host copy
+        world = self.info.world_size
+        losses = {k: host[i] / world for i, k in enumerate(names)}
+        losses["total_loss"] = host[len(names)] / world
+        stats = StepStats(losses, diverged=host[-2] > 0, stop=host[-1] > 0, data_time=data_time)
+        if stats.diverged:
+            return stats
+        if self.scaler is not None:  # fp16 on CUDA: unscale before clipping by value
+            self.scaler.unscale_(self.optimizer)
+        clip_gradients(self.model.parameters(), self.cfg.solver.clip_value)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return stats
+
+    # ------------------------------------------------------------------------------------- loop
+    def train(self) -> TrainResult:
+        cfg, tcfg = self.cfg, self.cfg.train
+        max_iter = cfg.solver.max_iter
+        t_start = time.monotonic()
+        metrics_file, writer = self._open_outputs()
+        barrier(self.info)
+        self._log_banner()
+        data_iter = iter(()) if self.start_iter >= max_iter else iter(self.build_loader(self.start_iter))
         bar_kwargs: dict[str, Any] = {} if self.info.is_main else {"disable": True}
         bar = progress(total=max_iter, initial=self.start_iter, desc="train", **bar_kwargs)
         last: dict[str, float] = {}
         reason = "completed"
         iteration = self.start_iter
-        metrics_file = open(metrics_path, "a") if self.info.is_main else None  # noqa: SIM115
         try:
             for it in range(self.start_iter, max_iter):
                 t0 = time.perf_counter()
-                samples = samples_to(next(data_iter), self.info.device)
-                t_data = time.perf_counter() - t0
                 lr = self.optimizer.param_groups[0]["lr"]
-                images = [s["image"] for s in samples]
-                batch, _sizes = preprocess(images, cfg.model)
-                padded = (int(batch.shape[-2]), int(batch.shape[-1]))
-                losses = self.loss_module(batch, samples, padded)
-                names = sorted(losses)
-                total = sum(losses[k] for k in names)
-                # One small collective per iteration: loss values (for logging), NaN and stop flags.
-                values = torch.stack(
-                    [losses[k].detach().float().reshape(()) for k in names] + [total.detach().float()]
-                )
-                local_bad = 0.0 if bool(torch.isfinite(values).all()) else 1.0
                 over_budget = tcfg.max_minutes > 0 and (time.monotonic() - t_start) > tcfg.max_minutes * 60
-                stop = 1.0 if (over_budget and self.info.is_main) else 0.0
-                vec = torch.cat([values.cpu(), torch.tensor([local_bad, stop])])
-                vec = all_reduce_sum(vec, self.info)
-                if vec[-2] > 0:
-                    self._diverged(losses, names, it + 1)
-                if self.scaler is None:
-                    total.backward()
-                else:  # fp16 on CUDA: unscale before clipping by value
-                    self.scaler.scale(total).backward()
-                    self.scaler.unscale_(self.optimizer)
-                clip_gradients(self.model.parameters(), cfg.solver.clip_value)
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.scheduler.step()
-                iteration = it + 1
-                avg = (vec[:-2] / self.info.world_size).tolist()
-                last = {k: avg[i] for i, k in enumerate(names)}
-                last["total_loss"] = avg[-1]
+                stats = self._step(data_iter, stop_requested=over_budget and self.info.is_main)
+                if stats.diverged:
+                    self._diverged(stats.losses, it + 1)
+                iteration, last = it + 1, stats.losses
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total_loss']:.3f}", lr=f"{lr:.2e}")
-                if self.info.is_main and (
+                if metrics_file is not None and (
                     iteration % max(tcfg.log_period, 1) == 0 or it == 0 or iteration == max_iter
                 ):
                     dt = time.perf_counter() - t0
-                    rec = {"iteration": iteration, "lr": lr, "total_loss": last["total_loss"]}
-                    rec.update({k: last[k] for k in names})
-                    rec.update({"time": dt, "data_time": t_data, "eta_seconds": dt * (max_iter - iteration)})
-                    metrics_file.write(json.dumps(rec) + "\n")
-                    metrics_file.flush()
-                    if writer is not None:
-                        for k in ["total_loss", *names]:
-                            writer.add_scalar(f"train/{k}", last[k], iteration)
-                        writer.add_scalar("train/lr", lr, iteration)
-                    # The bar is off outside a terminal: the log line is the progress report there.
-                    log.info(
-                        "iter %d/%d  total_loss %.4f  lr %.3e  %.2f s/it  eta %s",
-                        iteration, max_iter, last["total_loss"], lr, dt,
-                        time.strftime("%H:%M:%S", time.gmtime(rec["eta_seconds"])),
-                    )  # fmt: skip
-                stopping = vec[-1] > 0
-                if stopping:
+                    self._log_iteration(metrics_file, writer, iteration, lr, stats, dt)
+                if stats.stop:
                     reason = "time_budget"
                     log.info(
                         "train.max_minutes=%s reached at iteration %d: stopping", tcfg.max_minutes, iteration
                     )
                     break
-                if (
-                    tcfg.checkpoint_period > 0
-                    and iteration % tcfg.checkpoint_period == 0
-                    and iteration < max_iter
-                ):
-                    self.save_checkpoint(iteration)
-                if tcfg.eval_period > 0 and iteration % tcfg.eval_period == 0 and iteration < max_iter:
-                    self._run_eval(iteration, writer)
+                if iteration < max_iter:
+                    self._periodic(iteration, writer)
         finally:
             bar.close()
             if metrics_file is not None:
                 metrics_file.close()
-        final_dir = None
-        if self.start_iter < max_iter or not (self.output_dir / "model").is_dir():
-            self.save_checkpoint(iteration)
-            if self.info.is_main:
-                final_dir = self.checkpointer.save_final(self.model, cfg)
-            barrier(self.info)
-            if tcfg.eval_period > 0 and iteration > self.start_iter:
-                self._run_eval(iteration, writer)
-        else:
-            final_dir = self.output_dir / "model"
+        final_dir = self._finish(iteration, writer)
         if writer is not None:
             writer.close()
         elapsed = time.monotonic() - t_start
         log.info("training %s at iteration %d after %.1f min", reason, iteration, elapsed / 60)
         return TrainResult(iteration=iteration, reason=reason, final_dir=final_dir, last_losses=last)
 
-    def _diverged(self, losses: dict[str, torch.Tensor], names: list[str], iteration: int) -> None:
-        bad = [k for k in names if not bool(torch.isfinite(losses[k].detach()).all())]
-        what = ", ".join(f"'{k}' = {float(losses[k].detach().float().reshape(-1)[0])}" for k in bad)
-        if not what:
-            what = "a loss term on another process"
+    def _periodic(self, iteration: int, writer: Any) -> None:
+        tcfg = self.cfg.train
+        if tcfg.checkpoint_period > 0 and iteration % tcfg.checkpoint_period == 0:
+            self.save_checkpoint(iteration)
+        if tcfg.eval_period > 0 and iteration % tcfg.eval_period == 0:
+            self._run_eval(iteration, writer)
+
+    def _finish(self, iteration: int, writer: Any) -> Path | None:
+        """Last checkpoint, the final model folder and a last evaluation (if anything was trained)."""
+        if self.start_iter >= self.cfg.solver.max_iter and (self.output_dir / "model").is_dir():
+            return self.output_dir / "model"
+        final_dir = None
+        self.save_checkpoint(iteration)
+        if self.info.is_main:
+            final_dir = self.checkpointer.save_final(self.model, self.cfg)
+        barrier(self.info)
+        if self.cfg.train.eval_period > 0 and iteration > self.start_iter:
+            self._run_eval(iteration, writer)
+        return final_dir
+
+    def _log_iteration(
+        self, metrics_file: Any, writer: Any, iteration: int, lr: float, stats: StepStats, dt: float
+    ) -> None:
+        max_iter = self.cfg.solver.max_iter
+        last = stats.losses
+        rec = {"iteration": iteration, "lr": lr, **last}
+        rec.update({"time": dt, "data_time": stats.data_time, "eta_seconds": dt * (max_iter - iteration)})
+        metrics_file.write(json.dumps(rec) + "\n")
+        metrics_file.flush()
+        if writer is not None:
+            for k, v in last.items():
+                writer.add_scalar(f"train/{k}", v, iteration)
+            writer.add_scalar("train/lr", lr, iteration)
+        # The bar is off outside a terminal: the log line is the progress report there.
+        log.info(
+            "iter %d/%d  total_loss %.4f  lr %.3e  %.2f s/it  eta %s",
+            iteration, max_iter, last["total_loss"], lr, dt,
+            time.strftime("%H:%M:%S", time.gmtime(rec["eta_seconds"])),
+        )  # fmt: skip
+
+    def _diverged(self, losses: dict[str, float], iteration: int) -> None:
+        bad = [k for k, v in losses.items() if k != "total_loss" and not np.isfinite(v)]
+        what = ", ".join(f"'{k}' = {losses[k]}" for k in bad) or "the total loss"
         ckpt = str(self.last_checkpoint) if self.last_checkpoint is not None else "none written yet"
         raise TrainingDiverged(
             f"loss {what} is not finite at iteration {iteration}; training stopped. "
             f"Last good checkpoint: {ckpt}"
         )
+
+
+def split_batch(cfg: Config, world_size: int) -> tuple[int, int]:
+    """(accumulation steps, images per micro-batch) for `solver.ims_per_batch` over `world_size`."""
+    steps = int(cfg.solver.accumulation_steps)
+    if steps < 1:
+        raise ConfigError(f"solver.accumulation_steps must be >= 1, got {steps}")
+    parts = world_size * steps
+    if cfg.solver.ims_per_batch % parts != 0:
+        raise ConfigError(
+            f"solver.ims_per_batch={cfg.solver.ims_per_batch} is not divisible by {world_size} "
+            f"process(es) x solver.accumulation_steps={steps}"
+        )
+    return steps, cfg.solver.ims_per_batch // parts
