@@ -9,7 +9,8 @@ original's `chunk(3)` + `cat(o1, o2)` is exactly "channels 0-17 = offset, sigmoi
 * ``"native"``: `native_dcn.deform_conv2d`, the same operations in the same order as torchvision's
   CPU kernel (bit-identical output) but ~4x faster; forward only, needs a C compiler once.
 * ``"auto"`` (default): ``"native"`` for CPU float32/float64 inference when it is available,
-  otherwise ``"torchvision"``; so results are torchvision's bits either way.
+  otherwise ``"torchvision"``; so results are torchvision's bits either way. Under autocast the
+  layer runs in float32 (see `ModulatedDeformConv2d`).
 * ``"sample"``: the nine taps are bilinearly sampled with `F.grid_sample` (zero padding, which has
   the same "corners outside the image read 0" rule), modulated, then one matmul with the weight.
   Measured on this 2-core CPU (256->256, 64x128 map, 1 thread): ~1.5x faster forward and ~2.7x
@@ -88,14 +89,23 @@ def deform_conv3x3_sample(
     return out
 
 
-def _bf16_autocast(x: torch.Tensor) -> bool:
-    if x.dtype == torch.bfloat16:
-        return True
-    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+def _autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The reduced precision this layer runs under (autocast or a half input), or None for fp32/fp64."""
+    if x.dtype in (torch.bfloat16, torch.float16):
+        return x.dtype
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return None
 
 
 class ModulatedDeformConv2d(nn.Module):
-    """DCNv2 3x3 conv with its own offset/mask conv; parameters `weight`, `bias`, `offset_conv.*`."""
+    """DCNv2 3x3 conv with its own offset/mask conv; parameters `weight`, `bias`, `offset_conv.*`.
+
+    Under autocast (bf16/fp16, CPU or CUDA) the offsets, sampling coordinates and bilinear weights
+    stay float32: a tap coordinate such as 200.3 has a spacing of 1 in bfloat16 and 0.125 in
+    float16, which would move samples by up to a pixel. Only the input values are rounded (they
+    arrive in the reduced precision), and on the CPU the native kernel's GEMM runs in bfloat16.
+    """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True, impl: str = "auto") -> None:
         super().__init__()
@@ -105,33 +115,43 @@ class ModulatedDeformConv2d(nn.Module):
         self.offset_conv = nn.Conv2d(in_channels, 27, kernel_size=3, padding=1, bias=True)
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
-        # From-scratch init as the original (spec 1.5, trap 45): kaiming-uniform DCN weight, bias 0,
-        # the offset conv keeps PyTorch's default init (not zero).
+        # From-scratch init as the original (docs/original_implementation.md): kaiming-uniform DCN
+        # weight, bias 0, the offset conv keeps PyTorch's default init (not zero).
         nn.init.kaiming_uniform_(self.weight, a=0.0, nonlinearity="relu")
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def forward(self, x_bchw: torch.Tensor) -> torch.Tensor:
+        low = _autocast_dtype(x_bchw)
+        if low is None:
+            return self._forward_full(x_bchw)
+        with torch.autocast(device_type=x_bchw.device.type, enabled=False):
+            x32 = x_bchw.float()
+            om = self.offset_conv(x32)
+            offset_b18hw, mask_b9hw = om[:, :18], om[:, 18:].sigmoid()
+            if low == torch.bfloat16 and self.impl in ("auto", "native") and self._native_applies(x32):
+                # float32 sampling, then bfloat16 columns and GEMM, as an autocast conv would run.
+                return native_dcn.deform_conv2d(
+                    x32, offset_b18hw, self.weight.float(), self.bias, stride=1, padding=1,
+                    mask=mask_b9hw, gemm_dtype=torch.bfloat16,
+                )  # fmt: skip
+            return self._deform(x32, offset_b18hw, mask_b9hw)
+
+    def _forward_full(self, x_bchw: torch.Tensor) -> torch.Tensor:
         om = self.offset_conv(x_bchw)
         offset_b18hw = om[:, :18]
         mask_b9hw = om[:, 18:].sigmoid()
-        native = self.impl in ("auto", "native") and self._native_applies(x_bchw)
-        if native and _bf16_autocast(x_bchw):
-            # float32 sampling, then bfloat16 columns and GEMM, as an autocast conv would run.
-            return native_dcn.deform_conv2d(
-                x_bchw.float(), offset_b18hw.float(), self.weight.float(), self.bias, stride=1, padding=1,
-                mask=mask_b9hw.float(), gemm_dtype=torch.bfloat16,
-            )  # fmt: skip
-        if native and x_bchw.dtype in (torch.float32, torch.float64):
+        if self.impl in ("auto", "native") and self._native_applies(x_bchw):
             return native_dcn.deform_conv2d(
                 x_bchw, offset_b18hw, self.weight, self.bias, stride=1, padding=1, mask=mask_b9hw
             )
-        # torchvision has no bfloat16/float16 CPU kernel: such runs take the sampling formulation.
-        if self.impl == "sample" or x_bchw.dtype not in (torch.float32, torch.float64):
-            return deform_conv3x3_sample(x_bchw, offset_b18hw, mask_b9hw, self.weight, self.bias)
-        return deform_conv2d(
-            x_bchw, offset_b18hw, self.weight, self.bias, stride=1, padding=1, mask=mask_b9hw
-        )
+        return self._deform(x_bchw, offset_b18hw, mask_b9hw)
+
+    def _deform(self, x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """torchvision's kernel (CPU and CUDA) or the sampling formulation, in x's float precision."""
+        if self.impl == "sample":
+            return deform_conv3x3_sample(x, offset, mask, self.weight, self.bias)
+        return deform_conv2d(x, offset, self.weight.to(x.dtype), self.bias, stride=1, padding=1, mask=mask)
 
     def _native_applies(self, x_bchw: torch.Tensor) -> bool:
         """The native kernel is forward-only and eager-only: autograd, tracing and export use
