@@ -128,7 +128,7 @@ def _pil_resize(array: np.ndarray, size_hw: tuple[int, int], resample: Image.Res
 
 
 def rescaled_size(h: int, w: int, scale: float, target: list[int] | None) -> tuple[int, int]:
-    """`ResizeScale` (§7): with a target (th, tw), scale = min(th*s/h, tw*s/w); else s."""
+    """`ResizeScale` of the DPS pipeline: with a target (th, tw), scale = min(th*s/h, tw*s/w); else s."""
     if target:
         scale = min(target[0] * scale / h, target[1] * scale / w)
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))

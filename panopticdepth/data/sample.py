@@ -1,4 +1,4 @@
-"""Build the Sample dict of contract 1 from decoded arrays (image, panoptic ids, depth).
+"""Build the Sample dict from decoded arrays (image, panoptic ids, depth).
 
 Instances are derived from the panoptic id map *after* augmentation, so masks, classes and the
 semantic map always agree with the transformed image.
@@ -16,7 +16,7 @@ from .classes import FIRST_THING_ID, NUM_CLASSES
 
 
 def semantic_from_panoptic(panoptic_hw: np.ndarray) -> np.ndarray:
-    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (spec §8.3)."""
+    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (Cityscapes-DVPS convention)."""
     sem = panoptic_hw // LABEL_DIVISOR
     return np.where((sem >= 0) & (sem < NUM_CLASSES), sem, IGNORE_LABEL).astype(np.int64)
 
@@ -46,9 +46,9 @@ def instances_from_panoptic(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thing segments of a panoptic map -> (ids (N,), masks (N,H,W) bool, classes (N,) 0..7).
 
-    `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic,
-    §8.2) and yields no instance. In Cityscapes-DVPS it is an ordinary instance (trap 42).
-    `drop_thin`: drop instances whose inclusive box has zero width or height (§8.3, trap 31).
+    `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic
+    `iscrowd` segment) and yields no instance. In Cityscapes-DVPS it is an ordinary instance.
+    `drop_thin`: drop instances whose inclusive box has zero width or height (DVPS pipeline).
     `min_pixels`: drop instances with fewer pixels (`data.min_instance_pixels`, 0 = off).
     """
     ids = np.unique(panoptic_hw)
@@ -85,7 +85,7 @@ def make_sample(
     min_pixels: int = 0,
     box_max_exclusive: bool = False,
 ) -> dict[str, Any]:
-    """Numpy arrays -> the Sample dict (contract 1) with torch tensors.
+    """Numpy arrays -> the Sample dict with torch tensors.
 
     `instance_boxes` (N, 4) float32 follow the dataset's box rule (`boxes_from_masks`); they set
     the instance scale sqrt(box area) that assigns an instance to FPN levels.
