@@ -187,9 +187,11 @@ def _run_model(args: argparse.Namespace) -> dict:
     predictor = Predictor(model, cfg, with_instance_masks=False, with_sem_seg=False)
     data_cfg = cfg.data
     data_cfg.root = args.data
-    if args.dataset and args.dataset != "cityscapes-panoptic":
+    if args.dataset:
         data_cfg.dataset = args.dataset
     dataset = build_dataset(data_cfg, args.split, train=False)
+    if data_cfg.dataset == "cityscapes-panoptic":
+        return _run_model_cityscapes_panoptic(args, predictor, dataset)
     lambdas = args.lambdas if args.lambdas is not None else tuple(cfg.eval.depth_thresholds)
     if args.frames is None:
         args.frames = tuple(cfg.eval.frames)
@@ -223,6 +225,36 @@ def _run_model(args: argparse.Namespace) -> dict:
     if n == 0:
         raise DataError(f"{args.data}: no images in split {args.split!r}")
     return ev.summary()
+
+
+def _run_model_cityscapes_panoptic(args: argparse.Namespace, predictor, dataset) -> dict:
+    """PQ of a model on Cityscapes panoptic data with cityscapesscripts' protocol.
+
+    Each prediction is encoded exactly as `predict --format coco-panoptic` writes it and scored
+    against the GT segment PNG and JSON `segments_info` (crowd regions, VOID and the JSON areas as
+    cityscapesscripts' `evaluatePanoptic`), in memory, so `--limit` needs no trimmed GT JSON.
+    """
+    from ..evaluation.cityscapes_panoptic import CocoPanopticPQ
+    from ..io.coco_panoptic import cityscapes_categories, panoptic_to_coco
+    from ..io.formats import read_image_rgb, read_segment_rgb
+    from ..utils.progress import progress
+
+    records = dataset.records
+    gt_doc = json.loads(Path(records[0].meta["json"]).read_text())
+    categories = gt_doc.get("categories") or cityscapes_categories()
+    category_ids = [c["id"] for c in cityscapes_categories()]  # train id -> Cityscapes label id
+    pq = CocoPanopticPQ(categories)
+    n = len(records) if args.limit is None else min(len(records), args.limit)
+    for i in progress(range(n), desc="evaluate", unit="image"):
+        record = records[i]
+        result = predictor.predict(read_image_rgb(record.files["image"]))
+        pred_ids, segments = panoptic_to_coco(_numpy(result.panoptic), category_ids)
+        gt_ids = read_segment_rgb(record.files["panoptic"])
+        gt_ann = {"segments_info": record.meta["segments_info"]}
+        pq.update(gt_ids, pred_ids, gt_ann, {"segments_info": segments}, str(record.files["image"]))
+    if n == 0:
+        raise DataError(f"{args.data}: no images in split {args.split!r}")
+    return pq.summary()
 
 
 def _numpy(x):

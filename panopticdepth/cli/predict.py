@@ -10,6 +10,10 @@ Per input frame, in `--output`:
   (train id), `score` float32, `is_thing` bool, `area` int64 (pixels);
 * with `--vis`, `<stem>_vis.png` (panel); with `--pointcloud`, `<stem>.ply` (coloured points).
 
+With `--format coco-panoptic` the panoptic result goes to `panoptic.json` + `panoptic/<image_id>.png`
+instead of `<stem>_panoptic.png`: the COCO-panoptic files of Cityscapes' panoptic evaluation, with
+Cityscapes label ids as categories (`panopticdepth.io.coco_panoptic`); the other files are unchanged.
+
 Frames of a video get the stem `<videostem>_<frame:06d>`.
 """
 
@@ -45,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--input", required=True, nargs="+", metavar="PATH", help="images, folders, globs or videos"
     )
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument(
+        "--format",
+        choices=("dvps", "coco-panoptic"),
+        default="dvps",
+        help="panoptic output: dvps = <stem>_panoptic.png (R = train id, G = instance); coco-panoptic = "
+        "panoptic.json + panoptic/<image_id>.png for 'evaluate --dataset cityscapes-panoptic'",
+    )
     p.add_argument("--raw", action="store_true", help="also write <stem>.npz (panoptic ids, depth, segments)")
     p.add_argument("--vis", action="store_true", help="also write a visualisation panel <stem>_vis.png")
     p.add_argument("--pointcloud", action="store_true", help="also write a coloured point cloud <stem>.ply")
@@ -85,7 +96,8 @@ def write_outputs(out_dir: Path, stem: str, image_rgb, result, args: argparse.Na
 
     panoptic = result.panoptic.cpu().numpy().astype(np.int32)
     depth = None if result.depth is None else result.depth.float().cpu().numpy().astype(np.float32)
-    write_panoptic_rgb(out_dir / f"{stem}_panoptic.png", panoptic)
+    if getattr(args, "format", "dvps") == "dvps":
+        write_panoptic_rgb(out_dir / f"{stem}_panoptic.png", panoptic)
     if depth is not None:
         write_depth(out_dir / f"{stem}_depth.png", depth)
     if args.raw:
@@ -153,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     bar = progress(total=count_frames(items), desc="predict", unit="img")
+    coco = _coco_writer(out_dir, args)
     pending = []
     done = 0
 
@@ -161,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
         for frame, result in zip(pending, results):
             write_outputs(out_dir, frame.stem, frame.image, result, args)
+            if coco is not None:
+                coco.add(frame.stem, result.panoptic.cpu().numpy())
         done += len(pending)
         bar.update(len(pending))
         pending.clear()
@@ -172,5 +187,16 @@ def run(args: argparse.Namespace) -> int:
     if pending:
         flush()
     bar.close()
+    if coco is not None:
+        logger.info("wrote %s", coco.close())
     logger.info("wrote predictions for %d frame(s) to %s", done, out_dir)
     return 0
+
+
+def _coco_writer(out_dir: Path, args: argparse.Namespace):
+    """The COCO-panoptic writer of `--format coco-panoptic` (None for the dvps format)."""
+    if getattr(args, "format", "dvps") != "coco-panoptic":
+        return None
+    from ..io.coco_panoptic import CocoPanopticWriter
+
+    return CocoPanopticWriter(out_dir)

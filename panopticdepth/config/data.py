@@ -7,13 +7,23 @@ from dataclasses import dataclass, field
 
 @dataclass
 class AugmentationConfig:
+    """Training augmentation; the two pipelines of the original are described in docs/augmentation.md."""
+
     # false = training sees exactly the file content
     enabled: bool = True
-    # random rescale factor range (min, max); [1, 1] = off (released DPS config: crop disabled, trap 39)
+    # dps: colour -> flip -> rescale (scale_range) -> crop/pad (original stage 3)
+    # ps: shortest-edge resize (short_edges) -> flip -> random crop -> colour (original stages 1-2)
+    pipeline: str = "dps"
+    # ps: the shortest edge is drawn uniformly from this list of lengths (pixels)
+    short_edges: list[int] = field(default_factory=list)
+    # ps: the longest edge after the shortest-edge resize is at most this
+    max_size: int = 4096
+    # dps: random rescale factor range (min, max); [1, 1] = off (released DPS config: crop disabled)
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
-    # crop/pad to this (H, W); [] = no crop. With a crop size the rescale is ResizeScale to it (§7).
+    # crop to this (H, W); [] = no crop. dps: pads when smaller, and the rescale is relative to it
+    # (ResizeScale); ps: crop size (min(H, h), min(W, w)), no padding.
     crop_size: list[int] = field(default_factory=list)
-    # center (original DPS pipeline) | random
+    # center (original DPS pipeline) | random (required by ps)
     crop_mode: str = "center"
     hflip: bool = True
     color: bool = True

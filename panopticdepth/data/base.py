@@ -163,8 +163,10 @@ class FrameDataset(Dataset):
 
     #: Cityscapes panoptic marks crowd regions with instance 0 (§8.2); DVPS does not (trap 42).
     crowd_instance_zero = False
-    #: DVPS drops instances whose inclusive box is 1 pixel thin (§8.3).
+    #: DVPS drops instances whose inclusive box is 1 pixel thin.
     drop_thin = True
+    #: Box rule: (min, max + 1) in the panoptic-segmentation pipeline, inclusive max in the DVPS one.
+    box_max_exclusive = False
     has_depth = True
 
     def __init__(
@@ -204,5 +206,6 @@ class FrameDataset(Dataset):
         if self.augmentation is not None and self.augmentation.enabled:
             image, panoptic, depth = self.augmentation(image, panoptic, depth, self.generator(index))
         return make_sample(
-            image, panoptic, depth, meta, self.crowd_instance_zero, self.drop_thin, self.min_instance_pixels
-        )
+            image, panoptic, depth, meta, self.crowd_instance_zero, self.drop_thin,
+            self.min_instance_pixels, self.box_max_exclusive,
+        )  # fmt: skip

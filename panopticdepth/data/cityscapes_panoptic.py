@@ -128,7 +128,8 @@ class CityscapesPanopticDataset(FrameDataset):
     """Cityscapes panoptic frames (PS stages); `depth` is None."""
 
     crowd_instance_zero = True
-    drop_thin = False  # the PS pipeline removes only empty instances (§7)
+    drop_thin = False  # the PS pipeline removes only empty instances (docs/augmentation.md)
+    box_max_exclusive = True  # boxes (min, max + 1), as the Cityscapes panoptic JSON
     has_depth = False
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""Build the Sample dict of contract 1 from decoded arrays (image, panoptic ids, depth).
+"""Build the Sample dict from decoded arrays (image, panoptic ids, depth).
 
 Instances are derived from the panoptic id map *after* augmentation, so masks, classes and the
 semantic map always agree with the transformed image.
@@ -16,9 +16,29 @@ from .classes import FIRST_THING_ID, NUM_CLASSES
 
 
 def semantic_from_panoptic(panoptic_hw: np.ndarray) -> np.ndarray:
-    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (spec §8.3)."""
+    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (Cityscapes-DVPS convention)."""
     sem = panoptic_hw // LABEL_DIVISOR
     return np.where((sem >= 0) & (sem < NUM_CLASSES), sem, IGNORE_LABEL).astype(np.int64)
+
+
+def boxes_from_masks(masks_nhw: np.ndarray, max_exclusive: bool) -> np.ndarray:
+    """(N, H, W) bool -> (N, 4) float32 boxes (x0, y0, x1, y1) of non-empty masks.
+
+    `max_exclusive`: (min x, min y, max x + 1, max y + 1), the rule of the original's
+    panoptic-segmentation pipeline, where a one-pixel-wide instance has width 1; otherwise
+    inclusive maxima (min x, min y, max x, max y) as its depth-aware pipeline (docs/augmentation.md).
+    """
+    n, h, w = masks_nhw.shape
+    if n == 0:
+        return np.zeros((0, 4), np.float32)
+    rows_nh = masks_nhw.any(axis=2)
+    cols_nw = masks_nhw.any(axis=1)
+    end = 0 if max_exclusive else 1
+    y0 = np.argmax(rows_nh, axis=1)
+    y1 = h - end - np.argmax(rows_nh[:, ::-1], axis=1)
+    x0 = np.argmax(cols_nw, axis=1)
+    x1 = w - end - np.argmax(cols_nw[:, ::-1], axis=1)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
 
 
 def instances_from_panoptic(
@@ -26,9 +46,9 @@ def instances_from_panoptic(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Thing segments of a panoptic map -> (ids (N,), masks (N,H,W) bool, classes (N,) 0..7).
 
-    `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic,
-    §8.2) and yields no instance. In Cityscapes-DVPS it is an ordinary instance (trap 42).
-    `drop_thin`: drop instances whose inclusive box has zero width or height (§8.3, trap 31).
+    `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic
+    `iscrowd` segment) and yields no instance. In Cityscapes-DVPS it is an ordinary instance.
+    `drop_thin`: drop instances whose inclusive box has zero width or height (DVPS pipeline).
     `min_pixels`: drop instances with fewer pixels (`data.min_instance_pixels`, 0 = off).
     """
     ids = np.unique(panoptic_hw)
@@ -63,10 +83,16 @@ def make_sample(
     crowd_instance_zero: bool = False,
     drop_thin: bool = True,
     min_pixels: int = 0,
+    box_max_exclusive: bool = False,
 ) -> dict[str, Any]:
-    """Numpy arrays -> the Sample dict (contract 1) with torch tensors."""
+    """Numpy arrays -> the Sample dict with torch tensors.
+
+    `instance_boxes` (N, 4) float32 follow the dataset's box rule (`boxes_from_masks`); they set
+    the instance scale sqrt(box area) that assigns an instance to FPN levels.
+    """
     panoptic_hw = np.asarray(panoptic_hw, dtype=np.int64)
     _, masks_nhw, classes = instances_from_panoptic(panoptic_hw, crowd_instance_zero, drop_thin, min_pixels)
+    boxes = boxes_from_masks(masks_nhw, box_max_exclusive)
     h, w = panoptic_hw.shape
     meta = dict(meta)
     meta["height"], meta["width"] = int(h), int(w)
@@ -76,9 +102,10 @@ def make_sample(
         "panoptic": torch.from_numpy(panoptic_hw),
         "instance_masks": torch.from_numpy(np.ascontiguousarray(masks_nhw)),
         "instance_classes": torch.from_numpy(classes),
+        "instance_boxes": torch.from_numpy(boxes),
         "depth": None if depth_hw is None else torch.from_numpy(np.asarray(depth_hw, dtype=np.float32)),
         "meta": meta,
     }
 
 
-__all__ = ["VOID_ID", "instances_from_panoptic", "make_sample", "semantic_from_panoptic"]
+__all__ = ["VOID_ID", "boxes_from_masks", "instances_from_panoptic", "make_sample", "semantic_from_panoptic"]

@@ -161,6 +161,54 @@ def pq_average(stats: np.ndarray, categories: list[dict]) -> dict:
     return results
 
 
+class CocoPanopticPQ:
+    """Accumulates the statistics of `image_stats` image by image; `summary` gives the PQ tables.
+
+    Lets a caller score predictions held in memory (e.g. `evaluate --weights`) with the same
+    arithmetic as the files path.
+    """
+
+    def __init__(self, categories: list[dict]):
+        self.categories = list(categories)
+        self.cat_index = {c["id"]: i for i, c in enumerate(self.categories)}
+        self.stats = np.zeros((4, len(self.categories) + 1))
+        self.images = 0
+
+    def update(
+        self, gt_ids: np.ndarray, pred_ids: np.ndarray, gt_ann: dict, pred_ann: dict, name: str = ""
+    ) -> None:
+        """One image: segment-id maps (0 = VOID) and their annotations (`segments_info` lists)."""
+        if gt_ids.shape != pred_ids.shape:
+            raise DataError(f"{name}: size {pred_ids.shape} differs from GT {gt_ids.shape}")
+        self.stats += image_stats(gt_ids, pred_ids, gt_ann, pred_ann, self.cat_index, name)
+        self.images += 1
+
+    def summary(self) -> dict:
+        categories, stats = self.categories, self.stats
+        results = pq_average(stats[:, : len(categories)], categories)
+        results["pq"] = {
+            "pq": results["All"]["pq"] * 100,
+            "pq_th": results["Things"]["pq"] * 100,
+            "pq_st": results["Stuff"]["pq"] * 100,
+        }
+        results["classes"] = [
+            {
+                "id": c["id"],
+                "name": c.get("name", str(c["id"])),
+                "isthing": c.get("isthing", 0) == 1,
+                **{key: results["per_class"][c["id"]][key] * 100 for key in ("pq", "sq", "rq")},
+                "tp": float(stats[0, i]),
+                "fn": float(stats[1, i]),
+                "fp": float(stats[2, i]),
+                "iou_sum": float(stats[3, i]),
+            }
+            for i, c in enumerate(categories)
+        ]
+        results["dataset"] = "cityscapes-panoptic"
+        results["images"] = self.images
+        return results
+
+
 def evaluate_coco_panoptic(
     gt_json: str | os.PathLike,
     pred_json: str | os.PathLike,
@@ -172,44 +220,16 @@ def evaluate_coco_panoptic(
     gt_folder = Path(gt_folder) if gt_folder else gt_json.with_suffix("")
     pred_folder = Path(pred_folder) if pred_folder else pred_json.with_suffix("")
     gt_doc, pred_doc = _load_json(gt_json), _load_json(pred_json)
-    categories = gt_doc["categories"]
-    cat_index = {c["id"]: i for i, c in enumerate(categories)}
+    acc = CocoPanopticPQ(gt_doc["categories"])
     preds = {a["image_id"]: a for a in pred_doc["annotations"]}
     missing = [a["image_id"] for a in gt_doc["annotations"] if a["image_id"] not in preds]
     if missing:
         raise DataError(
             f"{pred_json}: no prediction for {len(missing)} image(s): {', '.join(map(str, missing[:20]))}"
         )
-    stats = np.zeros((4, len(categories) + 1))
     for gt_ann in gt_doc["annotations"]:
         pred_ann = preds[gt_ann["image_id"]]
         gt_ids = _read_rgb_ids(gt_folder / gt_ann["file_name"])
         pred_ids = _read_rgb_ids(pred_folder / pred_ann["file_name"])
-        if gt_ids.shape != pred_ids.shape:
-            raise DataError(
-                f"{pred_folder / pred_ann['file_name']}: size {pred_ids.shape} differs from GT {gt_ids.shape}"
-            )
-        stats += image_stats(
-            gt_ids, pred_ids, gt_ann, pred_ann, cat_index, str(pred_folder / pred_ann["file_name"])
-        )
-    results = pq_average(stats[:, : len(categories)], categories)
-    results["pq"] = {
-        "pq": results["All"]["pq"] * 100,
-        "pq_th": results["Things"]["pq"] * 100,
-        "pq_st": results["Stuff"]["pq"] * 100,
-    }
-    results["classes"] = [
-        {
-            "id": c["id"],
-            "name": c.get("name", str(c["id"])),
-            "isthing": c.get("isthing", 0) == 1,
-            **{key: results["per_class"][c["id"]][key] * 100 for key in ("pq", "sq", "rq")},
-            "tp": float(stats[0, i]),
-            "fn": float(stats[1, i]),
-            "fp": float(stats[2, i]),
-            "iou_sum": float(stats[3, i]),
-        }
-        for i, c in enumerate(categories)
-    ]
-    results["dataset"] = "cityscapes-panoptic"
-    return results
+        acc.update(gt_ids, pred_ids, gt_ann, pred_ann, str(pred_folder / pred_ann["file_name"]))
+    return acc.summary()

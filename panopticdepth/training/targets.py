@@ -81,9 +81,10 @@ class Targets:
 
 
 def boxes_from_masks(masks_nhw: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) float32 XYXY with *inclusive* max, as the DPS mapper (spec 8.3).
+    """(N, H, W) bool -> (N, 4) float32 XYXY with *inclusive* max, as the DPS mapper.
 
-    Empty masks get an all-zero box (scale 0: assigned to no level).
+    Used for samples without `instance_boxes`. Empty masks get an all-zero box (scale 0: assigned
+    to no level).
     """
     n = masks_nhw.shape[0]
     if n == 0:
@@ -220,7 +221,15 @@ def _image_things(sample: dict, stride: int, num_classes: int, device: torch.dev
         )  # fmt: skip
     masks = masks.to(device=device, dtype=torch.bool)
     soft = _bilinear_chunked(masks, (h4, w4))
-    boxes = boxes_from_masks(masks)
+    # The dataset's box rule when it provides boxes ((min, max + 1) in the panoptic-segmentation
+    # pipeline, docs/augmentation.md); otherwise the DVPS rule with inclusive maxima.
+    given = sample.get("instance_boxes")
+    if given is not None and tuple(given.shape) != (masks.shape[0], 4):
+        path = sample.get("meta", {}).get("image_path", "<unknown image>")
+        raise DataError(
+            f"{path}: instance_boxes has shape {tuple(given.shape)}, expected ({masks.shape[0]}, 4)"
+        )
+    boxes = boxes_from_masks(masks) if given is None else given.to(device=device, dtype=torch.float32)
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     classes = sample["instance_classes"].to(device=device, dtype=torch.int64)
     return _ImageThings(soft, _mass_centers(soft), boxes, torch.sqrt(area), classes)

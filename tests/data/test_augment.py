@@ -120,17 +120,6 @@ def test_color_changes_image_only():
     assert changed >= 4
 
 
-def test_saturation_keeps_grey_and_hue():
-    from panopticdepth.data.augment import _saturation
-
-    grey = torch.full((3, 2, 2), 100.0)
-    assert torch.equal(_saturation(grey, 1.4), grey)
-    px = torch.tensor([200.0, 100.0, 50.0]).view(3, 1, 1)
-    out = _saturation(px, 0.5).flatten()
-    # value (max) unchanged, chroma halved, channel order (hue sector) preserved
-    assert out[0] == 200 and torch.allclose(out, torch.tensor([200.0, 150.0, 125.0]))
-
-
 def test_dataset_determinism_and_switch(synth_root):
     cfg = DataConfig(dataset="synthetic", root=str(synth_root), seed=3)
     cfg.augmentation = AugmentationConfig(scale_range=[0.8, 1.2], crop_size=[48, 96])
