@@ -14,6 +14,7 @@ Pretrained weights are read from local files only; a missing file is a `Checkpoi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import pickle
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
-from torchvision.ops import FrozenBatchNorm2d
+from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBN
 
 from ..config.model import BackboneConfig
 from ..errors import CheckpointError
@@ -39,6 +40,19 @@ _TV_WEIGHTS = {
     "resnet101": "ResNet101_Weights.IMAGENET1K_V1",
 }
 FEATURE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+class FrozenBatchNorm2d(_TorchvisionFrozenBN):
+    """torchvision's frozen BN whose affine terms follow the activation's dtype.
+
+    Under autocast the float32 buffers would otherwise promote every bf16/fp16 activation of the
+    backbone back to float32 (twice the memory traffic); in float32 the arithmetic is torchvision's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
 
 
 def _norm_layer(norm: str):
@@ -284,7 +298,33 @@ def _swin_stage_index(param_name: str) -> int | None:
     return None
 
 
+REQUIRED = "required"
+
+
+def check_pretrained_setting(cfg: BackboneConfig) -> BackboneConfig:
+    """Resolve the `pretrained` sentinels: `required` stops with what to set, `none` = random init.
+
+    The paper's stage 1 starts from ImageNet weights; its config says `required` so that a
+    forgotten path cannot silently train from random weights for days.
+    """
+    value = str(cfg.pretrained).strip()
+    if value.lower() == REQUIRED:
+        from ..config import ConfigError
+
+        raise ConfigError(
+            f"model.backbone.pretrained=required: this config starts {cfg.name} from ImageNet weights. "
+            "Set model.backbone.pretrained to Detectron2's MSRA R-50.pkl (the original's "
+            "initialisation, converted on load), a torchvision state-dict file (.pth/.safetensors, "
+            "with model.backbone.stride_in_1x1=false) or 'imagenet' (torchvision's, from the local "
+            "cache); or set model.backbone.pretrained=none to train from random weights on purpose"
+        )
+    if value.lower() == "none":
+        return dataclasses.replace(cfg, pretrained="")
+    return cfg
+
+
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
+    cfg = check_pretrained_setting(cfg)
     if cfg.name in RESNET_DEPTHS:
         return ResNetBackbone(cfg)
     if cfg.name in SWIN_MODELS:

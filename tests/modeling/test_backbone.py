@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from torchvision.ops import FrozenBatchNorm2d
 
 from panopticdepth.config import BackboneConfig
@@ -156,3 +159,40 @@ def test_msra_caffe2_pkl(tmp_path):
     # stem norm = the folded Caffe2 affine map exactly: y = 2x + 0.5
     x = torch.randn(1, 64, 3, 3)
     assert torch.allclose(bb.body.bn1(x), 2 * x + 0.5, atol=1e-6)
+
+
+def test_stage1_config_requires_imagenet_weights(tmp_path):
+    from panopticdepth.config import ConfigError, load_config
+    from panopticdepth.modeling.backbone import build_backbone
+
+    stage1 = Path(__file__).resolve().parents[2] / "configs" / "cityscapes" / "stage1_ps_crop.yaml"
+    cfg = load_config(stage1).model.backbone
+    with pytest.raises(ConfigError, match=r"pretrained=required.*R-50\.pkl.*pretrained=none"):
+        build_backbone(cfg)
+    cfg.pretrained = "none"  # random init on purpose
+    assert isinstance(build_backbone(cfg), ResNetBackbone)
+    # a torchvision state-dict file is accepted as the ImageNet initialisation
+    tv = torchvision.models.resnet50(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "resnet50.pth")
+    cfg.pretrained, cfg.stride_in_1x1 = str(tmp_path / "resnet50.pth"), False
+    bb = build_backbone(cfg)
+    assert torch.equal(bb.body.layer3[2].conv2.weight, tv.layer3[2].conv2.weight)
+
+
+def test_frozen_bn_keeps_the_autocast_dtype():
+    from panopticdepth.modeling.backbone import FrozenBatchNorm2d as OurFrozenBN
+
+    ours, reference = OurFrozenBN(8, eps=1e-5), FrozenBatchNorm2d(8, eps=1e-5)
+    torch.manual_seed(0)
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        value = torch.rand(8) + 0.5
+        getattr(ours, name).copy_(value)
+        getattr(reference, name).copy_(value)
+    x = torch.randn(2, 8, 5, 5)
+    assert torch.equal(ours(x), reference(x))  # float32: torchvision's arithmetic
+    assert reference(x.bfloat16()).dtype == torch.float32  # what promoted every activation before
+    assert ours(x.bfloat16()).dtype == torch.bfloat16
+    bb = ResNetBackbone(BackboneConfig(name="resnet18", norm="FrozenBN", freeze_at=5))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        feats = bb(torch.randn(1, 3, 64, 64))
+    assert all(f.dtype == torch.bfloat16 for f in feats.values())
