@@ -86,6 +86,11 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", type=int, default=None, metavar="N", help="evaluate only the first N images (--weights)"
     )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="--weights: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N",
+    )
     add_config_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -184,7 +189,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     # load_model_dir (contract 4) rather than Predictor.from_dir: the data section of the config is needed.
     model, cfg = load_model_dir(args.weights, config_path=args.config, overrides=args.overrides)
     args.resolved_config = cfg
-    predictor = Predictor(model, cfg, with_instance_masks=False, with_sem_seg=False)
+    predictor = Predictor(model, cfg, device=args.device, with_instance_masks=False, with_sem_seg=False)
     data_cfg = cfg.data
     data_cfg.root = args.data
     if args.dataset:

@@ -73,7 +73,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, default=1, metavar="N", help="images per forward pass (default 1)"
     )
-    p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)",
+    )
     add_config_arguments(p)
     p.set_defaults(func=run)
     return p

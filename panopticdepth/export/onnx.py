@@ -76,18 +76,21 @@ def flatten_head_outputs(outputs: HeadOutputs) -> tuple[torch.Tensor, ...]:
 
 
 def head_outputs_from_onnx(
-    outputs: list[Any] | dict[str, Any], names: list[str] | None = None
+    outputs: list[Any] | dict[str, Any],
+    names: list[str] | None = None,
+    device: torch.device | str = "cpu",
 ) -> HeadOutputs:
-    """Rebuild `HeadOutputs` (torch tensors) from onnxruntime outputs, for `postprocess`.
+    """Rebuild `HeadOutputs` (torch tensors on `device`) from onnxruntime outputs, for `postprocess`.
 
     `outputs` is either the list `session.run(None, ...)` returns (then `names` are the session's
-    output names, in order) or a dict name -> array.
+    output names, in order) or a dict name -> array. `device` is where the model that supplies the
+    kernel projections to `postprocess` lives.
     """
     if not isinstance(outputs, dict):
         if names is None:
             raise ValueError("names are required when outputs is a list")
         outputs = dict(zip(names, outputs, strict=True))
-    t = {k: torch.as_tensor(np.asarray(v)) for k, v in outputs.items()}
+    t = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in outputs.items()}
     levels = [
         LevelOutputs(
             center_logits=t[f"center_{lvl}"],
@@ -148,8 +151,11 @@ def _export_friendly_coords() -> Iterator[None]:
 
 
 def _exportable_copy(model: nn.Module) -> nn.Module:
-    """An eval-mode copy whose deformable convs use the torchvision kernel (exportable, same math)."""
-    model = copy.deepcopy(model).eval()
+    """An eval-mode CPU copy whose deformable convs use the torchvision kernel (exportable, same math).
+
+    The copy is on the CPU whatever device `model` is on: the ONNX file does not depend on it.
+    """
+    model = copy.deepcopy(model).cpu().eval()
     for m in model.modules():
         if hasattr(m, "impl") and getattr(m, "impl", None) != "torchvision":
             m.impl = "torchvision"
@@ -222,9 +228,17 @@ def onnx_session(path: str | os.PathLike, threads: int | None = None):
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session: Any, batch_b3hw: torch.Tensor | np.ndarray) -> HeadOutputs:
-    """Run an exported model on a normalised, padded batch; returns `HeadOutputs` for `postprocess`."""
+def run_onnx(
+    session: Any, batch_b3hw: torch.Tensor | np.ndarray, device: torch.device | str | None = None
+) -> HeadOutputs:
+    """Run an exported model on a normalised, padded batch; returns `HeadOutputs` for `postprocess`.
+
+    The outputs come back on `device` (default: the batch tensor's device, the CPU for an array),
+    so that they meet the kernel projections of a model on that device.
+    """
+    if device is None:
+        device = batch_b3hw.device if isinstance(batch_b3hw, torch.Tensor) else "cpu"
     x = batch_b3hw.detach().cpu().numpy() if isinstance(batch_b3hw, torch.Tensor) else batch_b3hw
     names = [o.name for o in session.get_outputs()]
     outs = session.run(None, {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)})
-    return head_outputs_from_onnx(outs, names)
+    return head_outputs_from_onnx(outs, names, device)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config.model import ModelConfig
+from ..utils.device import resolve_device
 from .outputs import PanopticDepthResult
 from .postprocess import postprocess
 from .preprocess import preprocess
@@ -68,7 +69,7 @@ class Predictor:
         with_sem_seg: bool = True,
     ) -> None:
         self.cfg: ModelConfig = cfg.model if hasattr(cfg, "model") else cfg
-        self.device = torch.device(device)
+        self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.channels_last = channels_last
         self.bf16 = bf16
         # Full-resolution extras of the results (all instance masks, 19-class stuff probabilities).

@@ -102,6 +102,19 @@ def test_bad_inputs_are_one_line_errors(tiny_model_dir, tmp_path, capsys):
     assert rc == 2
 
 
+def test_device_option(tiny_model_dir, tmp_path, capsys):
+    write_image_rgb(tmp_path / "a.png", _image(64, 96))
+    args = ["predict", "--weights", str(tiny_model_dir), "--input", str(tmp_path / "a.png")]
+    assert main([*args, "--output", str(tmp_path / "o"), "--device", "cpu"]) == 0
+    assert (tmp_path / "o" / "a_panoptic.png").is_file()
+    capsys.readouterr()
+    assert main([*args, "--output", str(tmp_path / "o2"), "--device", "gpu0"]) == 2
+    assert "unknown device 'gpu0'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--output", str(tmp_path / "o3"), "--device", "cuda:1"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
+
+
 @pytest.mark.oracle
 def test_predict_raw_on_oracle_case(oracle_weights, oracle_case, tmp_path):
     from tests.modeling.test_oracle_end_to_end import convert_case

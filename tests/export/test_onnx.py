@@ -95,6 +95,19 @@ def test_onnxruntime_matches_pytorch_at_two_sizes(narrow_model, tmp_path) -> Non
             assert torch.allclose(r.depth, g.depth, atol=1e-3, rtol=1e-3)
 
 
+def test_onnx_outputs_follow_the_model_device(narrow_model, tmp_path) -> None:
+    """run_onnx hands back tensors on the batch's (or the requested) device, so postprocess can
+    combine them with the kernel projections of a model on a GPU; `meta` stands in for one here."""
+    pytest.importorskip("onnxruntime")
+    model, cfg = narrow_model
+    session = onnx_session(export_onnx(model, cfg, tmp_path / "model.onnx", 160, 160), threads=1)
+    x = torch.randn(1, 3, 96, 128)
+    assert all(t.device.type == "cpu" for t in flatten_head_outputs(run_onnx(session, x)))
+    on_meta = run_onnx(session, x, device="meta")
+    assert all(t.device.type == "meta" for t in flatten_head_outputs(on_meta))
+    assert next(model.parameters()).device.type == "cpu"  # export worked on a copy
+
+
 def test_export_cli_needs_weights_or_config(tmp_path, capsys) -> None:
     from panopticdepth.cli.main import main
 
