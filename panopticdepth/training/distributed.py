@@ -141,13 +141,14 @@ def all_gather_object(obj: object, info: DistInfo) -> list:
 
 
 def convert_sync_batchnorm(model: nn.Module, backbone_norm: str, info: DistInfo) -> nn.Module:
-    """BN -> SyncBatchNorm when the config asks for SyncBN and we run distributed on CUDA (trap 38).
+    """BN -> SyncBatchNorm when the config asks for SyncBN and a process group runs on CUDA (also
+    a one-rank group, as `benchmarks/gpu_check.py` uses).
 
     SyncBatchNorm has no CPU kernel: on the CPU the backbone keeps per-process BatchNorm.
     """
     if backbone_norm != "SyncBN":
         return model
-    if info.device.type == "cuda" and info.distributed:
+    if info.device.type == "cuda" and (info.distributed or dist.is_initialized()):
         return nn.SyncBatchNorm.convert_sync_batchnorm(model)
     if info.distributed:
         log.warning("backbone norm SyncBN needs CUDA: using per-process BatchNorm on %s", info.device)
