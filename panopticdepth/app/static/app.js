@@ -47,6 +47,7 @@ async function init() {
     setState('error');
     return;
   }
+  window.pdInfo = app.info.classes;
   $('model-name').textContent = `model: ${app.info.model}`;
   if (app.info.default_intrinsics) {
     $('intrinsics').placeholder = app.info.default_intrinsics;
@@ -125,6 +126,7 @@ async function submit(blob, name) {
     return fail(run, `${name}: ${err.message || err}`);
   }
   const jobId = body.job;
+  const tUploaded = performance.now();
   let status;
   for (;;) {
     if (run !== app.run) return;  // a newer upload took over
@@ -143,17 +145,24 @@ async function submit(blob, name) {
   }
   if (status.state === 'error') return fail(run, `${name}: ${status.error}`);
   setProgress(0.85, 'drawing');
+  const tFinished = performance.now();
+  let phases;
   try {
-    await showResult(status.result, run);
+    phases = await showResult(status.result, run);
   } catch (err) {
     return fail(run, `drawing failed: ${err.message || err}`);
   }
   if (run !== app.run) return;
   await nextFrame();
   await nextFrame();
+  finishDrawing();
   const total = performance.now() - t0;
   window.pdTiming = {
     upload_to_drawn_ms: total,
+    upload_ms: tUploaded - t0,
+    queue_and_inference_ms: tFinished - tUploaded,
+    fetch_ms: phases.fetch_ms,
+    draw_ms: performance.now() - tFinished - phases.fetch_ms,
     server_s: status.elapsed,
     predict_s: status.result.seconds.predict,
     views_s: status.result.seconds.views,
@@ -188,12 +197,14 @@ async function fetchBuffer(url) {
 
 // ---------------------------------------------------------------- 2D views
 async function showResult(res, run) {
+  const tStart = performance.now();
   const a = res.assets;
   const [inputImg, overlayImg, depthImg, pixels, points] = await Promise.all([
     loadImage(a.input), loadImage(a.overlay), a.depth ? loadImage(a.depth) : null,
     fetchBuffer(a.pixels), fetchBuffer(a.points),
   ]);
-  if (run !== app.run) return;
+  const fetchMs = performance.now() - tStart;
+  if (run !== app.run) return { fetch_ms: fetchMs };
   app.result = res;
   app.hovered = app.selected = 0;
   const [h, w] = res.display_size;
@@ -201,7 +212,6 @@ async function showResult(res, run) {
   app.depthMap = new Uint16Array(pixels, 2 * h * w, h * w);
 
   $('empty-note').hidden = true;
-  $('result').hidden = false;
   $('input-img').src = inputImg.src;
   const pan = $('panoptic-canvas');
   pan.width = w; pan.height = h;
@@ -223,6 +233,7 @@ async function showResult(res, run) {
   drawTable(res);
   drawDownloads(res);
   buildCloud(points, res);
+  return { fetch_ms: fetchMs };
 }
 
 function drawLegend(res) {
@@ -243,10 +254,13 @@ function drawColorbar(res) {
   $('colorbar').style.background = `linear-gradient(to right, ${res.colorbar.join(', ')})`;
   const ticks = $('colorbar-ticks');
   ticks.replaceChildren();
-  for (let k = 0; k <= 4; k++) {
+  const top = res.depth_range;
+  // Round ticks: the smallest of these steps that divides the top into at most 7 intervals.
+  const step = [1, 2, 5, 10, 15, 20, 25, 50, 100].find((st) => top / st <= 7 && top % st === 0) || top / 4;
+  for (let v = 0; v <= top + 1e-9; v += step) {
     const s = document.createElement('span');
-    s.style.left = `${k * 25}%`;
-    s.textContent = `${(res.depth_range * k / 4).toFixed(res.depth_range >= 20 ? 0 : 1)}`;
+    s.style.left = `${(100 * v) / top}%`;
+    s.textContent = `${Number(v.toFixed(1))}`;
     ticks.appendChild(s);
   }
 }
@@ -400,7 +414,24 @@ function resizeViewer() {
   render();
 }
 
-function render() { if (viewer.renderer) viewer.renderer.render(viewer.scene, viewer.camera); }
+// Wait until the GPU (or the software rasteriser) has really drawn the 3D view: reading a pixel
+// back blocks until every queued draw is done.
+function finishDrawing() {
+  const gl = viewer.renderer.getContext();
+  gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));
+}
+
+// Draw at most once per animation frame however many changes asked for it (a software rasteriser
+// takes a noticeable time per draw of ~10^5 points).
+let renderQueued = false;
+function render() {
+  if (renderQueued || !viewer.renderer) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    viewer.renderer.render(viewer.scene, viewer.camera);
+  });
+}
 
 function buildCloud(buffer, res) {
   const n = res.points;
@@ -451,14 +482,16 @@ function rebuildCloud() {
   }
   c.keep = keep.subarray(0, k);
   const pos = new Float32Array(3 * k);
-  const zs = new Float32Array(k);
   for (let j = 0; j < k; j++) {
     const i = c.keep[j];
     pos[3 * j] = c.pos[3 * i]; pos[3 * j + 1] = c.pos[3 * i + 1]; pos[3 * j + 2] = c.pos[3 * i + 2];
-    zs[j] = -c.pos[3 * i + 2];
   }
+  // Median depth of the kept points (from at most ~4000 of them: it only places the camera).
+  const stride = Math.max(1, Math.floor(k / 4000));
+  const zs = new Float32Array(Math.ceil(k / stride));
+  for (let j = 0, m = 0; j < k; j += stride) zs[m++] = -pos[3 * j + 2];
   zs.sort();
-  c.medianDepth = k ? zs[Math.floor(k / 2)] : 10;
+  c.medianDepth = k ? zs[Math.floor(zs.length / 2)] : 10;
   viewer.geometry.setAttribute('position', new THREE.BufferAttribute(pos, 3));
   viewer.geometry.setAttribute('color', new THREE.BufferAttribute(new Uint8Array(3 * k), 3, true));
   viewer.geometry.computeBoundingSphere();
