@@ -54,12 +54,14 @@ class AppSettings:
 
 
 def list_examples(folder: str | Path | None, limit: int = 24) -> list[Path]:
-    """Image files directly in `folder` (sorted, at most `limit`)."""
+    """Image files directly in `folder` (sorted, at most `limit`). In a Cityscapes-style split
+    folder, which also holds label and depth PNGs, only the `*_leftImg8bit` images."""
     if not folder:
         return []
     folder = Path(folder)
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    return files[:limit]
+    photos = [p for p in files if p.stem.endswith("_leftImg8bit")]
+    return (photos or files)[:limit]
 
 
 class AppServer(ThreadingHTTPServer):

@@ -10,6 +10,7 @@ import threading
 import numpy as np
 from PIL import Image
 
+from panopticdepth.app.server import list_examples
 from panopticdepth.modeling.predictor import Predictor
 
 from .conftest import http, png_bytes, synthetic_image, wait_job
@@ -142,3 +143,15 @@ def test_page_scripts_are_local_and_examples_listed(app_server):
     status, png, _ = http("GET", f"{base}api/examples/scene_1.png")
     assert status == 200 and Image.open(io.BytesIO(png)).size == (128, 64)
     assert http("GET", f"{base}api/examples/..%2fmodel.safetensors")[0] == 404
+
+
+def test_examples_of_a_dataset_split_folder_are_its_images(tmp_path):
+    from panopticdepth.data.synthetic import write_dataset
+
+    folder = write_dataset(tmp_path, "val", 2, height=16, width=32, seed=1)
+    names = [p.name for p in list_examples(folder)]
+    assert names == [
+        "000000_000000_synth_000000_leftImg8bit.png",
+        "000000_000001_synth_000001_leftImg8bit.png",
+    ]
+    assert list_examples(None) == []

@@ -486,12 +486,21 @@ function rebuildCloud() {
     const i = c.keep[j];
     pos[3 * j] = c.pos[3 * i]; pos[3 * j + 1] = c.pos[3 * i + 1]; pos[3 * j + 2] = c.pos[3 * i + 2];
   }
-  // Median depth of the kept points (from at most ~4000 of them: it only places the camera).
+  // Where to look and how far to stand: the median point and the 85th percentile of the distances
+  // to it, from at most ~4000 of the points (it only places the camera).
   const stride = Math.max(1, Math.floor(k / 4000));
-  const zs = new Float32Array(Math.ceil(k / stride));
-  for (let j = 0, m = 0; j < k; j += stride) zs[m++] = -pos[3 * j + 2];
-  zs.sort();
-  c.medianDepth = k ? zs[Math.floor(zs.length / 2)] : 10;
+  const m = Math.ceil(k / stride);
+  const axes = [new Float32Array(m), new Float32Array(m), new Float32Array(m)];
+  for (let j = 0, q = 0; j < k; j += stride, q++) {
+    for (let a = 0; a < 3; a++) axes[a][q] = pos[3 * j + a];
+  }
+  const median = (arr) => arr.slice().sort()[Math.floor(arr.length / 2)];
+  c.center = k ? new THREE.Vector3(median(axes[0]), median(axes[1]), median(axes[2])) : new THREE.Vector3(0, 0, -10);
+  const dist = new Float32Array(m);
+  for (let q = 0; q < m; q++) {
+    dist[q] = Math.hypot(axes[0][q] - c.center.x, axes[1][q] - c.center.y, axes[2][q] - c.center.z);
+  }
+  c.radius = k ? Math.max(1, dist.sort()[Math.floor(0.85 * (m - 1))]) : 10;
   viewer.geometry.setAttribute('position', new THREE.BufferAttribute(pos, 3));
   viewer.geometry.setAttribute('color', new THREE.BufferAttribute(new Uint8Array(3 * k), 3, true));
   viewer.geometry.computeBoundingSphere();
@@ -525,12 +534,20 @@ function updateCloudColors() {
 
 function setView(kind) {
   const c = app.cloud;
-  const z = c ? c.medianDepth : 10;
-  const target = new THREE.Vector3(0, 0, -z);
+  const target = c ? c.center.clone() : new THREE.Vector3(0, 0, -10);
+  const radius = c ? c.radius : 10;
   const cam = viewer.camera;
-  if (kind === 'camera') cam.position.set(0, 0, 0);
-  else if (kind === 'top') cam.position.set(0, 1.8 * z, -z + 0.01);
-  else cam.position.set(0.25 * z, 0.55 * z, 0.35 * z);  // above, behind and beside the camera
+  // Far enough back for the bulk of the cloud to fill the view at the camera's field of view.
+  const fit = (0.6 * radius) / Math.tan((cam.fov * Math.PI) / 360);
+  if (kind === 'camera') {
+    cam.position.set(0, 0, 0);  // the photo's viewpoint
+    target.set(0, 0, Math.min(target.z, -1));
+  } else if (kind === 'top') {
+    cam.position.set(target.x, target.y + fit, target.z + 0.001 * fit);
+  } else {
+    const dir = new THREE.Vector3(0.25, 0.5, 1).normalize();  // above, behind and beside the camera
+    cam.position.copy(target).addScaledVector(dir, fit);
+  }
   viewer.controls.target.copy(target);
   cam.lookAt(target);
   viewer.controls.update();
