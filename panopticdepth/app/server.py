@@ -262,9 +262,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self._predict(parse_qs(url.query))
         except UploadError as err:
+            self.close_connection = True  # the body may be unread: do not reuse the connection
             self._error(400, str(err))
         except Exception as err:
             logger.exception("POST /api/predict failed")
+            self.close_connection = True
             self._error(500, f"internal error: {err!r}")
 
     def _drain(self) -> None:
