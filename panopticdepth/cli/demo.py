@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from .serve import add_server_arguments
 from .synth import parse_size
+
+# Held-out val images copied next to the model for `--serve` (the val folder also holds labels).
+NUM_SERVE_EXAMPLES = 8
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -43,6 +48,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--iterations", type=int, default=0, help="train exactly this many iterations (ignores --minutes)"
     )
     p.add_argument(
+        "--serve",
+        action="store_true",
+        help="afterwards, serve the web app on the trained model with held-out scenes as examples",
+    )
+    add_server_arguments(p)
+    p.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. solver.base_lr=5e-4"
     )
     p.set_defaults(func=run)
@@ -50,8 +61,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from ..demo import DemoSettings, headline, run_demo
     from ..errors import PanopticDepthError
     from ..evaluation import format_table
@@ -89,4 +98,31 @@ def run(args: argparse.Namespace) -> int:
     print(f"model:   {res.model_dir}")
     print(f"         (try: panopticdepth predict --weights {res.model_dir} --input IMG --output DIR --vis)")
     print(f"pictures: {out / 'vis'}   point clouds: {out / 'pointclouds'}")
+    if args.serve:
+        return serve_demo(args, res.model_dir, out)
     return 0
+
+
+def copy_examples(out: Path, limit: int = NUM_SERVE_EXAMPLES) -> Path:
+    """The first held-out val images (never seen in training) into `out/examples/` for the app."""
+    import shutil
+
+    from ..data.synthetic.writer import split_dir
+
+    folder = out / "examples"
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(split_dir(out / "data", "val").glob("*_leftImg8bit.png"))[:limit]:
+        shutil.copyfile(path, folder / path.name.replace("_leftImg8bit", ""))
+    return folder
+
+
+def serve_demo(args: argparse.Namespace, model_dir: Path | None, out: Path) -> int:
+    """Serve the web app on the demo's trained model, with held-out scenes as examples."""
+    from ..errors import PanopticDepthError
+    from ..modeling.predictor import Predictor
+    from .serve import serve_model
+
+    if model_dir is None:
+        raise PanopticDepthError("the demo wrote no model directory: nothing to serve")
+    predictor = Predictor.from_dir(model_dir, with_instance_masks=False, with_sem_seg=False)
+    return serve_model(predictor, args, f"demo ({model_dir})", copy_examples(out))

@@ -23,6 +23,7 @@ SUBCOMMANDS = [
     "train",
     "evaluate",
     "predict",
+    "serve",
     "convert",
     "export",
     "demo",
