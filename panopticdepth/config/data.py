@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .checks import above, ascending, at_least, each, length, rules
+
 
 @dataclass
 class AugmentationConfig:
     # false = training sees exactly the file content
     enabled: bool = True
     # random rescale factor range (min, max); [1, 1] = off (released DPS config: crop disabled, trap 39)
-    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    scale_range: list[float] = field(
+        default_factory=lambda: [1.0, 1.0], metadata=rules(length(2), each(above(0)), ascending)
+    )
     # crop/pad to this (H, W); [] = no crop. With a crop size the rescale is ResizeScale to it (§7).
-    crop_size: list[int] = field(default_factory=list)
+    crop_size: list[int] = field(default_factory=list, metadata=rules(length(0, 2), each(at_least(1))))
     # center (original DPS pipeline) | random
     crop_mode: str = "center"
     hflip: bool = True
@@ -28,11 +32,11 @@ class DataConfig:
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=rules(at_least(0)))
     # seed of the augmentation draws (per seed, epoch, index)
-    seed: int = 0
+    seed: int = field(default=0, metadata=rules(at_least(0)))
     # drop thing instances with fewer pixels than this after augmentation (0 = keep all, as the original)
-    min_instance_pixels: int = 0
+    min_instance_pixels: int = field(default=0, metadata=rules(at_least(0)))
     # custom dataset: path of the class-definition YAML ("" = <root>/classes.yaml)
     classes_file: str = ""
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
