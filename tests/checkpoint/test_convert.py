@@ -303,3 +303,10 @@ def test_convert_cli_refuses_hostile_pkl(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--unsafe-load" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_original_config_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "orig.yaml"
+    path.write_bytes(b"MODEL:\n  WEIGHTS: caf\xe9.pkl\n")
+    with pytest.raises(ConfigError, match="orig.yaml: not a UTF-8 text file"):
+        translate_original_config(path)
