@@ -158,3 +158,15 @@ def test_custom_bad_inputs(tmp_path):
     (tmp_path / "classes.yaml").write_text("classes:\n  - {id: 2, name: car, train_id: 3, thing: true}\n")
     prob = _one_problem(tmp_path, "custom", "train")
     assert "things need 11..18" in prob.message
+
+
+def test_16bit_grayscale_training_image_is_scaled(synth_copy, capsys):
+    path = _split(synth_copy) / f"{FIRST}_leftImg8bit.png"
+    gray = np.asarray(Image.open(path).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode == "I;16"
+    cfg = DataConfig(dataset="cityscapes-dps", root=str(synth_copy))
+    cfg.augmentation.enabled = False
+    image = build_dataset(cfg, "train", train=False).load_arrays(0)[0]
+    assert np.array_equal(image[..., 0], gray // 257)  # not clipped to white
+    assert main(["data", "check", str(synth_copy)]) == 0
