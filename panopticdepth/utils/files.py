@@ -36,3 +36,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode())
+
+
+def _make_writable_dir(folder: Path, fail: str) -> None:
+    """mkdir -p `folder` and write a probe file in it; PanopticDepthError(`fail (reason)`) otherwise."""
+    from ..errors import PanopticDepthError
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise PanopticDepthError(f"{fail} ({err.strerror})") from None
+
+
+def ensure_output_dir(path: str | os.PathLike, what: str = "--output") -> Path:
+    """Create folder `path` if needed and check that files can be written in it.
+
+    Raises `PanopticDepthError` (one line, naming the path) when `path` is a file, cannot be
+    created, or is not writable, instead of failing later in the middle of a run.
+    """
+    from ..errors import PanopticDepthError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PanopticDepthError(f"{path}: {what} must be a folder, but a file of that name exists")
+    _make_writable_dir(path, f"{path}: cannot create or write into the {what} folder")
+    return path
+
+
+def ensure_output_file(path: str | os.PathLike, what: str) -> Path:
+    """Check that file `path` can be written (creating its folder) before any long work starts."""
+    from ..errors import PanopticDepthError
+
+    path = Path(path)
+    if path.is_dir():
+        raise PanopticDepthError(f"{path}: {what} must name a file, but it is a folder")
+    _make_writable_dir(path.parent, f"{path}: cannot create or write into the folder of the {what} file")
+    return path
