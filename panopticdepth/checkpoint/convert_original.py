@@ -21,6 +21,7 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import CheckpointError
+from ..utils.safe_pickle import ForbiddenGlobal, load_arrays_pickle
 from .model_dir import check_state_dict, load_weights_into, save_model_dir
 from .original_config import translate_original_config
 
@@ -104,50 +105,11 @@ def map_original_key(key: str) -> str | None:
     return None
 
 
-# Globals a Detectron2-style `.pkl` of numpy arrays may name; anything else needs --unsafe-load.
-# Python 2 pickles spell the modules differently; both spellings are listed.
-_PICKLE_GLOBALS = frozenset(
-    {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("numpy.core.numeric", "_frombuffer"),
-        ("numpy._core.numeric", "_frombuffer"),
-        ("_codecs", "encode"),
-        ("collections", "OrderedDict"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("__builtin__", "set"),
-        ("__builtin__", "frozenset"),
-    }
-)
-
-
-class ForbiddenGlobal(pickle.UnpicklingError):
-    """A pickle names a class or function outside the numpy-arrays-and-containers set."""
-
-
-class ArraysOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that builds numpy arrays, numbers, strings and plain containers, nothing else.
-
-    Every other global (a class, a function such as `os.system`) is refused before it is
-    imported, so a hostile file cannot run code while it is read.
-    """
-
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - pickle's signature
-        if (module, name) not in _PICKLE_GLOBALS:
-            raise ForbiddenGlobal(f"{module}.{name}")
-        return super().find_class(module, name)
-
-
 def _read_pickle(path: Path, unsafe: bool):
+    if not unsafe:
+        return load_arrays_pickle(path)
     with open(path, "rb") as f:
-        if unsafe:
-            return pickle.load(f, encoding="latin1")  # noqa: S301 - the user vouched for the file
-        return ArraysOnlyUnpickler(f, encoding="latin1").load()
+        return pickle.load(f, encoding="latin1")  # noqa: S301 - the user vouched for the file
 
 
 # Start of torch.save's pre-zip format: a protocol-2 pickle of torch's magic number.

@@ -90,25 +90,25 @@ class InferenceConfig:
     """Post-processing thresholds (spec 2.1-4.2); defaults = the released Cityscapes-DPS YAML."""
 
     # MODEL.POSITION_HEAD.THING.THRES: keep centre candidates with score > this (strict)
-    thing_threshold: float = field(default=0.01, metadata=rules(between(0, 1)))
+    thing_threshold: float = field(default=0.01, metadata=rules(at_least(0)))
     # MODEL.POSITION_HEAD.THING.TOP_NUM: per-level cap top_num // 2, final instance cap top_num
     top_num: int = field(default=200, metadata=rules(at_least(1)))
     # MODEL.POSITION_HEAD.STUFF.THRES: keep stuff classes with score > this (strict)
-    stuff_threshold: float = field(default=0.1, metadata=rules(between(0, 1)))
+    stuff_threshold: float = field(default=0.1, metadata=rules(at_least(0)))
     # stuff region = argmax class & probability >= this (hard-coded 0.4 in the original)
-    stuff_region_threshold: float = field(default=0.4, metadata=rules(between(0, 1)))
+    stuff_region_threshold: float = field(default=0.4, metadata=rules(at_least(0)))
     # centre smoothing avg-pool sizes for p3..p7 (hard-coded in the original)
     pool_sizes: list[int] = field(default_factory=lambda: [3, 3, 3, 5, 5], metadata=rules(each(at_least(1))))
     # MODEL.INFERENCE.INST_THRES: mask binarisation
-    mask_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
+    mask_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
     # MODEL.INFERENCE.SIMILAR_THRES / CLASS_SPECIFIC: cosine thing-kernel fusion
-    similarity_threshold: float = field(default=0.97, metadata=rules(between(-1, 1)))
+    similarity_threshold: float = 0.97
     class_specific: bool = True
     # minimum rescored instance score (hard-coded 0.05 in the original)
-    rescore_min: float = field(default=0.05, metadata=rules(between(0, 1)))
+    rescore_min: float = field(default=0.05, metadata=rules(at_least(0)))
     # MODEL.INFERENCE.COMBINE.INST_THRESH / OVERLAP_THRESH / STUFF_AREA_LIMIT
-    combine_instance_threshold: float = field(default=0.2, metadata=rules(between(0, 1)))
-    combine_overlap_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
+    combine_instance_threshold: float = field(default=0.2, metadata=rules(at_least(0)))
+    combine_overlap_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
     stuff_area_limit: int = field(default=2048, metadata=rules(at_least(0)))
     # Depth embedding resized straight from 1/4 to the output size (the original, trap 7); False =
     # the mask path (x4, crop the padding, resize), which is correct for padded inputs.

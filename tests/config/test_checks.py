@@ -41,7 +41,7 @@ from panopticdepth.config.checks import field_problem
         ("train.targets.instance_scales=[[128,1]]", "train.targets.instance_scales", "ascending"),
         ("model.pixel_std=[1,0,1]", "model.pixel_std", "> 0"),
         ("model.pixel_mean=[1,2]", "model.pixel_mean", "3 entries"),
-        ("model.inference.mask_threshold=1.5", "model.inference.mask_threshold", "between 0 and 1"),
+        ("model.inference.mask_threshold=-0.5", "model.inference.mask_threshold", ">= 0"),
         ("model.backbone.freeze_at=9", "model.backbone.freeze_at", "between 0 and 5"),
         ("model.depth.max_depth=0", "model.depth.max_depth", "> 0"),
         ("eval.depth_thresholds=[]", "eval.depth_thresholds", "empty"),

@@ -156,3 +156,24 @@ def test_msra_caffe2_pkl(tmp_path):
     # stem norm = the folded Caffe2 affine map exactly: y = 2x + 0.5
     x = torch.randn(1, 64, 3, 3)
     assert torch.allclose(bb.body.bn1(x), 2 * x + 0.5, atol=1e-6)
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pretrained_pkl_with_code_is_refused(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "R-18.pkl", "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": _RunsCommand(marker)}}, f)
+    with pytest.raises(CheckpointError, match=r"R-18\.pkl: the pickle refers to '(posix|os)\.system'"):
+        ResNetBackbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "R-18.pkl")))
+    assert not marker.exists()
