@@ -86,6 +86,19 @@ def _claim_output(args: argparse.Namespace) -> None:
     ensure_output_dir(args.output)
 
 
+def _report(trainer, result, output: Path) -> int:
+    """Print the outcome; exit status 128 + signal number when a signal stopped the run."""
+    if result.reason == "interrupted":
+        print(
+            f"stopped at iteration {result.iteration} by a signal; checkpoint: {trainer.last_checkpoint}; "
+            f"continue with: panopticdepth train --output {output} --resume",
+            file=sys.stderr,
+        )
+        return trainer.stop_signals.exit_code
+    print(f"trained to iteration {result.iteration} ({result.reason}); final model: {result.final_dir}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..errors import PanopticDepthError, user_message
@@ -98,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
     info = init_distributed(cfg.train.device)
     if not info.distributed:
         _claim_output(args)
-        result = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info).train()
-        print(f"trained to iteration {result.iteration} ({result.reason}); final model: {result.final_dir}")
-        return 0
+        trainer = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info)
+        return _report(trainer, trainer.train(), output)
     # Under torchrun: every rank ends through os._exit after leaving the process group (gloo exit
     # aborts otherwise, ENVIRONMENT.md); errors are printed here because main() never sees them.
     setup_logging(getattr(args, "verbose", 0), info.rank)
@@ -108,11 +120,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         if info.is_main:
             _claim_output(args)
-        result = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info).train()
-        if info.is_main:
-            print(
-                f"trained to iteration {result.iteration} ({result.reason}); final model: {result.final_dir}"
-            )
+        trainer = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info)
+        result = trainer.train()
+        code = _report(trainer, result, output) if info.is_main else 0
+        if result.reason == "interrupted":
+            code = trainer.stop_signals.exit_code
     except (ConfigError, PanopticDepthError, FileNotFoundError) as err:
         print(f"panopticdepth train (rank {info.rank}): error: {user_message(err)}", file=sys.stderr)
         code = 2

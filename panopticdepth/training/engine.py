@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, save_config
-from ..errors import PanopticDepthError
+from ..errors import CheckpointError, PanopticDepthError
 from ..utils.files import atomic_write_text
 from ..utils.progress import progress
 from .checkpointer import DEPTH_MODULE_PREFIXES, Checkpointer, load_model_weights, rng_state, set_rng_state
@@ -37,6 +37,7 @@ from .distributed import (
     wrap_ddp,
 )
 from .solver import autocast_context, build_grad_scaler, build_lr_scheduler, build_optimizer, clip_gradients
+from .stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,7 @@ class Trainer:
             cfg.train.find_unused_parameters,
         )
         self.start_iter = 0
+        self.stop_signals = StopSignals()  # replaced by an installed one while train() runs
         self.last_checkpoint: Path | None = None
         # Per-rank randomness (if any piece draws random numbers) differs between ranks.
         seed_all(cfg.train.seed + 1000 * self.info.rank + 1)
@@ -230,8 +232,7 @@ class Trainer:
         if ckpt is None:
             log.warning("--resume: no checkpoint in %s, starting from scratch", self.checkpointer.dir)
             return
-        state = Checkpointer.load_state(ckpt)
-        load_model_weights(self.model, ckpt)
+        state, ckpt = self._load_readable_checkpoint(ckpt)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
@@ -246,6 +247,24 @@ class Trainer:
             )
         self.last_checkpoint = ckpt
         log.info("resumed from %s at iteration %d", ckpt, self.start_iter)
+
+    def _load_readable_checkpoint(self, newest: Path) -> tuple[dict, Path]:
+        """Training state of `newest`, its weights loaded; an unreadable one falls back to the
+        previous checkpoint with a warning naming the bad file."""
+        older = [p for p in reversed(self.checkpointer.checkpoints()) if p.name < newest.name]
+        first_error = None
+        for ckpt in [newest, *older]:
+            try:
+                state = Checkpointer.load_state(ckpt)
+                load_model_weights(self.model, ckpt)
+                return state, ckpt
+            except CheckpointError as err:
+                first_error = first_error or err
+                log.warning("--resume: %s; trying the previous checkpoint", err)
+        raise CheckpointError(
+            f"{first_error}; no older readable checkpoint in {self.checkpointer.dir} "
+            "(delete it and start again with --overwrite)"
+        )
 
     def _train_dataset_obj(self) -> Any:
         if self._train_dataset is None:
@@ -384,6 +403,7 @@ class Trainer:
         reason = "completed"
         iteration = self.start_iter
         metrics_file = open(metrics_path, "a") if self.info.is_main else None  # noqa: SIM115
+        self.stop_signals = StopSignals().install()
         try:
             for it in range(self.start_iter, max_iter):
                 t0 = time.perf_counter()
@@ -402,7 +422,10 @@ class Trainer:
                 )
                 local_bad = 0.0 if bool(torch.isfinite(values).all()) else 1.0
                 over_budget = tcfg.max_minutes > 0 and (time.monotonic() - t_start) > tcfg.max_minutes * 60
-                stop = 1.0 if (over_budget and self.info.is_main) else 0.0
+                # stop flag: 1 = time budget (main rank), +2 per rank that got SIGTERM / SIGINT
+                stop = (1.0 if over_budget and self.info.is_main else 0.0) + (
+                    2.0 if self.stop_signals.requested else 0.0
+                )
                 vec = torch.cat([values.cpu(), torch.tensor([local_bad, stop])])
                 vec = all_reduce_sum(vec, self.info)
                 if vec[-2] > 0:
@@ -446,6 +469,9 @@ class Trainer:
                         time.strftime("%H:%M:%S", time.gmtime(rec["eta_seconds"])),
                     )  # fmt: skip
                 stopping = vec[-1] > 0
+                if vec[-1] >= 2:  # every rank agrees, whichever got the signal
+                    reason = "interrupted"
+                    break
                 if stopping:
                     reason = "time_budget"
                     log.info(
@@ -461,11 +487,14 @@ class Trainer:
                 if tcfg.eval_period > 0 and iteration % tcfg.eval_period == 0 and iteration < max_iter:
                     self._run_eval(iteration, writer)
         finally:
+            self.stop_signals.restore()
             bar.close()
             if metrics_file is not None:
                 metrics_file.close()
         final_dir = None
-        if self.start_iter < max_iter or not (self.output_dir / "model").is_dir():
+        if reason == "interrupted":  # checkpoint only: the run is not finished, --resume continues it
+            self.save_checkpoint(iteration)
+        elif self.start_iter < max_iter or not (self.output_dir / "model").is_dir():
             self.save_checkpoint(iteration)
             if self.info.is_main:
                 final_dir = self.checkpointer.save_final(self.model, cfg)
