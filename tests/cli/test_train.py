@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import subprocess
@@ -39,16 +38,6 @@ TINY = [
     "model.heads.num_convs=1",
     "model.depth.kernel_dim=4",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_log_handler():
-    """main() logs to the stderr it first saw; give every test its own (capsys replaces stderr)."""
-    logger = logging.getLogger("panopticdepth")
-    saved = list(logger.handlers)
-    logger.handlers.clear()
-    yield
-    logger.handlers[:] = saved
 
 
 def _error_lines(err: str) -> list[str]:
