@@ -227,6 +227,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     """Run the whole demo into `settings.output`; returns the metrics summary and the files written."""
     from .data.synthetic import write_dataset
     from .training.engine import Trainer
+    from .training.output_dir import clear_run_files
 
     t_start = time.monotonic()
     budget = float(settings.minutes) * 60.0
@@ -274,6 +275,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         )  # fmt: skip
     _fit_schedule(cfg, iterations)
     t = time.monotonic()
+    clear_run_files(out / "train")  # a rerun of the demo starts its training afresh, never mixed
     result = Trainer(cfg, out / "train").train()
     seconds["train"] = time.monotonic() - t
 

@@ -1,9 +1,9 @@
 """Convert a checkpoint of the original (Detectron2) implementation to this library's names.
 
 Reads a torch-saved dict with a "model" entry, a bare state dict (`.pth`), or a Detectron2-style
-pickle of numpy arrays (`.pkl`). Every original key is mapped by the rules of spec/state_dict.md;
-the result is checked against the model built from the config: any unmapped, missing or
-mis-shaped key raises `CheckpointError` naming it.
+pickle of numpy arrays (`.pkl`), without running code from the file unless asked to. Every
+original key is mapped by the rules of spec/state_dict.md; the result is checked against the
+model built from the config: any unmapped, missing or mis-shaped key raises `CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import CheckpointError
+from ..utils.safe_pickle import ForbiddenGlobal, load_arrays_pickle
 from .model_dir import check_state_dict, load_weights_into, save_model_dir
 from .original_config import translate_original_config
 
@@ -103,28 +105,64 @@ def map_original_key(key: str) -> str | None:
     return None
 
 
+def _read_pickle(path: Path, unsafe: bool):
+    if not unsafe:
+        return load_arrays_pickle(path)
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="latin1")  # noqa: S301 - the user vouched for the file
+
+
+# Start of torch.save's pre-zip format: a protocol-2 pickle of torch's magic number.
+_TORCH_LEGACY_MAGIC = pickle.dumps(0x1950A86A20F9469CFC6C, protocol=2)[:-1]
+
+
+def _read_torch(path: Path, unsafe: bool):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not unsafe)
+    except Exception as err:  # noqa: BLE001 - any reader failure means: not a checkpoint we can read
+        text = str(err)
+        blocked = re.search(r"GLOBAL (\S+)", text)
+        if not unsafe and isinstance(err, pickle.UnpicklingError) and blocked:
+            raise CheckpointError(
+                f"{path}: the file refers to '{blocked.group(1)}', which is not a tensor or a plain "
+                "container; reading it could run code. If you trust the file, pass --unsafe-load"
+            ) from None
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}: {first})"
+        ) from None
+
+
 def read_original_checkpoint(path: str | os.PathLike, unsafe: bool = False) -> dict[str, torch.Tensor]:
-    """Load the state dict of an original checkpoint (.pth/.pt torch file or .pkl numpy pickle)."""
+    """Load the state dict of an original checkpoint: a torch file (any suffix, told by its
+    content) or a Detectron2-style pickle of numpy arrays (usually `.pkl`).
+
+    Without `unsafe`, torch files go through torch's weights-only reader and pickles through
+    `ArraysOnlyUnpickler`; only `unsafe` runs a full, code-executing unpickler.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    data = None
-    if path.suffix == ".pkl":
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_TORCH_LEGACY_MAGIC))
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({err.strerror})") from None
+    if zipfile.is_zipfile(path) or head == _TORCH_LEGACY_MAGIC:
+        data = _read_torch(path, unsafe)
+    else:
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
-        except Exception as err:  # noqa: BLE001 - fall back to torch's reader below
-            logger.debug("%s: not a plain pickle (%s); trying torch.load", path, err)
-    if data is None:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=not unsafe)
-        except pickle.UnpicklingError as err:
+            data = _read_pickle(path, unsafe)
+        except ForbiddenGlobal as err:
             raise CheckpointError(
-                f"{path}: the file holds objects other than tensors and plain containers ({err}); "
-                "if you trust it, pass --unsafe-load"
+                f"{path}: the pickle refers to '{err}', which is not a numpy array or a plain "
+                "container; reading it could run code. If you trust the file, pass --unsafe-load"
             ) from None
-        except Exception as err:  # noqa: BLE001
-            raise CheckpointError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from None
+        except Exception as err:  # noqa: BLE001 - corrupt, or not a pickle at all
+            raise CheckpointError(
+                f"{path}: not a readable checkpoint (neither a PyTorch file nor a pickle of arrays: "
+                f"{type(err).__name__}: {err})"
+            ) from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     elif isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
@@ -139,7 +177,10 @@ def read_original_checkpoint(path: str | os.PathLike, unsafe: bool = False) -> d
             continue
         k = k.removeprefix("module.")
         if isinstance(v, np.ndarray):
-            v = torch.from_numpy(np.ascontiguousarray(v))
+            if v.dtype.kind not in "biufc":
+                raise CheckpointError(f"{path}: '{k}' is an array of {v.dtype}, not of numbers")
+            # native byte order, contiguous and writable, as torch.from_numpy needs
+            v = torch.from_numpy(np.require(v.astype(v.dtype.newbyteorder("="), copy=False), None, "CW"))
         elif not isinstance(v, torch.Tensor):
             continue  # non-tensor metadata (e.g. "__author__")
         state[k] = v

@@ -27,7 +27,8 @@ def register(sub) -> argparse.ArgumentParser:
     p.add_argument(
         "--unsafe-load",
         action="store_true",
-        help="allow arbitrary pickled objects in a .pth (only for files you trust)",
+        help="allow arbitrary pickled objects in a .pth or .pkl (reading may run code: only for "
+        "files you trust)",
     )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides applied last")
     p.set_defaults(func=run)

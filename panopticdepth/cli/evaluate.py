@@ -111,6 +111,10 @@ def _detect_dataset(gt: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:  # a bad --json path fails now, not after the whole evaluation
+        from ..utils.files import ensure_output_file
+
+        ensure_output_file(args.json, "--json")
     if args.weights:
         summary = _run_model(args)
     else:

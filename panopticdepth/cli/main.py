@@ -13,7 +13,7 @@ import logging
 import sys
 
 from ..config import ConfigError
-from ..errors import PanopticDepthError
+from ..errors import PanopticDepthError, user_message
 from ..utils.logging import setup_logging
 
 # Order shown in --help. A module is listed only once its subcommand really works.
@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ConfigError, PanopticDepthError, FileNotFoundError, NotADirectoryError) as err:
-        print(f"panopticdepth {args.command}: error: {err}", file=sys.stderr)
+        print(f"panopticdepth {args.command}: error: {user_message(err)}", file=sys.stderr)
         return 2
+    except OSError as err:  # a fault of the machine (permissions, full disk, ...): one line, no traceback
+        where = f"{err.filename}: " if err.filename else ""
+        why = err.strerror or user_message(err)
+        print(f"panopticdepth {args.command}: error: {where}{why}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         logging.getLogger("panopticdepth").warning("interrupted")
         return 130

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--device",
         default="auto",
         help="auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N (default auto)",
+    )
+    p.add_argument(
+        "--skip-errors",
+        action="store_true",
+        help="exit 0 even if some inputs fail (they are still listed); without it, any failure exits 1 "
+        "after every other input is written",
     )
     add_config_arguments(p)
     p.set_defaults(func=run)
@@ -137,10 +144,15 @@ def _split_overrides(inputs: list[str], overrides: list[str]) -> tuple[list[str]
     return kept, overrides
 
 
+def _where(frame: Any) -> str:
+    return str(frame.source) if frame.frame is None else f"{frame.source} (frame {frame.frame})"
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..errors import PanopticDepthError
+    from ..errors import PanopticDepthError, user_message
     from ..io.inputs import count_frames, iter_frames, resolve_inputs
     from ..modeling.predictor import Predictor
+    from ..utils.files import ensure_output_dir, remove_stale_temporaries
     from ..utils.progress import progress
 
     if args.batch_size < 1:
@@ -156,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
         from ..io.pointcloud import parse_intrinsics
 
         parse_intrinsics(args.intrinsics, 1, 1)
+    out_dir = ensure_output_dir(args.output)  # before the model loads: a bad path fails at once
     predictor = Predictor.from_dir(
         weights,
         config_path=args.config,
@@ -166,25 +179,52 @@ def run(args: argparse.Namespace) -> int:
         with_instance_masks=False,
         with_sem_seg=False,
     )
-    out_dir = Path(args.output)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    bar = progress(total=count_frames(items), desc="predict", unit="img")
+    for stale in remove_stale_temporaries(out_dir):
+        logger.info("removed %s, left by an interrupted run", stale.name)
+    try:
+        total = count_frames(items)
+    except PanopticDepthError:  # an unreadable video: reported when it is read
+        total = None
+    bar = progress(total=total, desc="predict", unit="img")
     coco = _coco_writer(out_dir, args)
     pending = []
     done = 0
+    failures: list[str] = []
+
+    def failed(where: str, err: BaseException) -> None:
+        text = user_message(err) if isinstance(err, PanopticDepthError) else f"{type(err).__name__}: {err}"
+        line = text if text.startswith(where) else f"{where}: {text}"
+        logger.warning("skipped %s", line)
+        failures.append(line)
+
+    def write(frames: list, results: list) -> None:
+        nonlocal done
+        for frame, result in zip(frames, results):
+            try:
+                write_outputs(out_dir, frame.stem, frame.image, result, args)
+                if coco is not None:
+                    coco.add(frame.stem, result.panoptic.cpu().numpy())
+                done += 1
+            except (PanopticDepthError, OSError, ValueError) as err:
+                failed(_where(frame), err)
 
     def flush() -> None:
-        nonlocal done
-        results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
-        for frame, result in zip(pending, results):
-            write_outputs(out_dir, frame.stem, frame.image, result, args)
-            if coco is not None:
-                coco.add(frame.stem, result.panoptic.cpu().numpy())
-        done += len(pending)
+        try:
+            results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
+            write(pending, results)
+        except (PanopticDepthError, RuntimeError, ValueError) as err:
+            if len(pending) == 1:
+                failed(_where(pending[0]), err)
+            else:  # find the frame at fault; the others are still written
+                for frame in pending:
+                    try:
+                        write([frame], predictor.predict_batch([frame.image]))
+                    except (PanopticDepthError, RuntimeError, ValueError) as one_err:
+                        failed(_where(frame), one_err)
         bar.update(len(pending))
         pending.clear()
 
-    for frame in iter_frames(items):
+    for frame in iter_frames(items, on_error=lambda path, err: failed(str(path), err)):
         pending.append(frame)
         if len(pending) >= args.batch_size:
             flush()
@@ -194,6 +234,14 @@ def run(args: argparse.Namespace) -> int:
     if coco is not None:
         logger.info("wrote %s", coco.close())
     logger.info("wrote predictions for %d frame(s) to %s", done, out_dir)
+    if failures:
+        print(
+            f"panopticdepth predict: {len(failures)} input(s) failed, {done} frame(s) written:",
+            file=sys.stderr,
+        )
+        for line in failures:
+            print(f"  {line}", file=sys.stderr)
+        return 0 if args.skip_errors and done > 0 else 1
     return 0
 
 

@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         raise PanopticDepthError(f"--num must be >= 1 (got {args.num})")
     h, w = args.size
     folder = write_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
-    print(f"wrote {args.num} frames of {w}x{h} to {folder}")
+    print(f"wrote {args.num} frames of height {h} x width {w} (--size {h}x{w}) to {folder}")
     return 0

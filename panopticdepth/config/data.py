@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .checks import above, ascending, at_least, each, length, rules
+
 
 @dataclass
 class AugmentationConfig:
@@ -15,14 +17,16 @@ class AugmentationConfig:
     # ps: shortest-edge resize (short_edges) -> flip -> random crop -> colour (original stages 1-2)
     pipeline: str = "dps"
     # ps: the shortest edge is drawn uniformly from this list of lengths (pixels)
-    short_edges: list[int] = field(default_factory=list)
+    short_edges: list[int] = field(default_factory=list, metadata=rules(each(at_least(1))))
     # ps: the longest edge after the shortest-edge resize is at most this
-    max_size: int = 4096
+    max_size: int = field(default=4096, metadata=rules(at_least(1)))
     # dps: random rescale factor range (min, max); [1, 1] = off (released DPS config: crop disabled)
-    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    scale_range: list[float] = field(
+        default_factory=lambda: [1.0, 1.0], metadata=rules(length(2), each(above(0)), ascending)
+    )
     # crop to this (H, W); [] = no crop. dps: pads when smaller, and the rescale is relative to it
     # (ResizeScale); ps: crop size (min(H, h), min(W, w)), no padding.
-    crop_size: list[int] = field(default_factory=list)
+    crop_size: list[int] = field(default_factory=list, metadata=rules(length(0, 2), each(at_least(1))))
     # center (original DPS pipeline) | random (required by ps)
     crop_mode: str = "center"
     hflip: bool = True
@@ -38,11 +42,11 @@ class DataConfig:
     root: str = ""
     train_split: str = "train"
     val_split: str = "val"
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=rules(at_least(0)))
     # seed of the augmentation draws (per seed, epoch, index)
-    seed: int = 0
+    seed: int = field(default=0, metadata=rules(at_least(0)))
     # drop thing instances with fewer pixels than this after augmentation (0 = keep all, as the original)
-    min_instance_pixels: int = 0
+    min_instance_pixels: int = field(default=0, metadata=rules(at_least(0)))
     # custom dataset: path of the class-definition YAML ("" = <root>/classes.yaml)
     classes_file: str = ""
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)

@@ -1,14 +1,15 @@
 """Build a typed `Config` from defaults, YAML files and dotted command-line overrides.
 
-Every value is checked against the dataclass field type; an unknown key or a wrong type raises
-`ConfigError` naming the key and where it came from (file or command line).
+Every value is checked against the dataclass field type and the field's range rules (see
+`checks.py`); an unknown key, a wrong type or a value out of range raises `ConfigError` naming the
+key and where it came from (file or command line).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
+from .checks import field_problem
 from .schema import Config
 
 
@@ -76,7 +78,13 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{source}: '{key}' must be a number, got {value!r}")
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # an int too large for a float
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{key}' must be a finite number, got {value!r}")
+        return value
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: '{key}' must be a string, got {value!r}")
@@ -84,9 +92,18 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     raise ConfigError(f"{source}: '{key}' has an unsupported type {tp}")
 
 
+def _checked(field: dataclasses.Field, value: Any, key: str, source: str) -> Any:
+    """`value` if it obeys the field's range rules; ConfigError naming the key otherwise."""
+    problem = field_problem(field.metadata, value)
+    if problem is not None:
+        raise ConfigError(f"{source}: '{key}' {problem}, got {value!r}")
+    return value
+
+
 def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = set(fields)
     unknown = sorted(set(data) - names)
     if unknown:
         where = f"{prefix}." if prefix else ""
@@ -97,7 +114,7 @@ def _build(cls: type, data: dict, prefix: str, source: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key, source)
+        kwargs[name] = _checked(fields[name], _coerce(value, hints[name], key, source), key, source)
     return cls(**kwargs)
 
 
@@ -125,11 +142,21 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """A YAML config as a dict, its `_base_` chain (paths relative to each file) merged under it."""
+    if path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, path.resolve()))
+        raise ConfigError(f"{path}: _base_ chain loops back to a file already read ({loop})")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not a UTF-8 text file (byte 0x{err.object[err.start]:02x} at offset {err.start})"
+        ) from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
@@ -138,7 +165,9 @@ def _read_yaml(path: Path) -> dict:
         raise ConfigError(f"{path}: top level must be a mapping")
     base = data.pop("_base_", None)
     if base is not None:
-        parent = _read_yaml((path.parent / base).resolve())
+        if not isinstance(base, str) or not base:
+            raise ConfigError(f"{path}: _base_ must be a file path, got {base!r}")
+        parent = _read_yaml(path.parent / base, (*chain, path.resolve()))
         data = _deep_merge(parent, data)
     return data
 
@@ -156,7 +185,7 @@ def _apply(cfg: Any, data: dict, prefix: str, source: str) -> Any:
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
             changes[name] = _apply(current, value, key, source)
         else:
-            changes[name] = _coerce(value, hints[name], key, source)
+            changes[name] = _checked(names[name], _coerce(value, hints[name], key, source), key, source)
     return dataclasses.replace(cfg, **changes)
 
 
@@ -190,15 +219,7 @@ def dump_config(cfg: Any) -> str:
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> Path:
-    """Write the resolved config as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(dump_config(cfg))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write the resolved config as YAML, atomically (with the permissions a plain open() gives)."""
+    from ..utils.files import atomic_write_text
+
+    return atomic_write_text(path, dump_config(cfg))

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .checks import above, at_least, between, each, length, rules
+
 
 @dataclass
 class BackboneConfig:
@@ -20,22 +22,22 @@ class BackboneConfig:
     # FrozenBN | BN | SyncBN
     norm: str = "FrozenBN"
     # 0 = nothing frozen, 1 = stem, 2 = stem + res2, ...
-    freeze_at: int = 2
+    freeze_at: int = field(default=2, metadata=rules(between(0, 5)))
     # "" = random init; a file path, or "imagenet" to load torchvision/timm weights from the local cache.
     pretrained: str = ""
 
 
 @dataclass
 class FPNConfig:
-    out_channels: int = 256
+    out_channels: int = field(default=256, metadata=rules(at_least(1)))
 
 
 @dataclass
 class HeadsConfig:
     """Widths and switches of the semantic FPN, encoders and per-level heads (spec 1.4-1.10)."""
 
-    convs_dim: int = 256
-    num_convs: int = 3
+    convs_dim: int = field(default=256, metadata=rules(at_least(1)))
+    num_convs: int = field(default=3, metadata=rules(at_least(0)))
     # Modulated deformable convs (DCNv2) where the original has them; off = plain 3x3 convs
     # (much cheaper on the CPU, used by the small config).
     position_deform: bool = True
@@ -62,7 +64,7 @@ class HeadsConfig:
     # Semantic FPN norm ("GN" or "").
     semantic_norm: str = "GN"
     # GroupNorm groups used by the heads' towers.
-    norm_groups: int = 32
+    norm_groups: int = field(default=32, metadata=rules(at_least(1)))
     # Prior bias of the centre and region logits (MODEL.POSITION_HEAD.THING.BIAS_VALUE, trap 15).
     bias_value: float = -2.19
 
@@ -76,11 +78,11 @@ class DepthConfig:
     mode: Literal["instance", "pixel"] = "instance"
     # none (variant B), T1 (Eq. 4, min-based), T2 (Eq. 5, mean/shift-based; the original's code)
     normalization: Literal["none", "T1", "T2"] = "T2"
-    kernel_dim: int = 16
+    kernel_dim: int = field(default=16, metadata=rules(at_least(1)))
     # d_max of the paper: shift scale = max_depth / 2, range scale = max_depth
-    max_depth: float = 88.0
+    max_depth: float = field(default=88.0, metadata=rules(above(0)))
     # output clamp at inference
-    clamp_max: float = 80.0
+    clamp_max: float = field(default=80.0, metadata=rules(above(0)))
 
 
 @dataclass
@@ -88,26 +90,26 @@ class InferenceConfig:
     """Post-processing thresholds (spec 2.1-4.2); defaults = the released Cityscapes-DPS YAML."""
 
     # MODEL.POSITION_HEAD.THING.THRES: keep centre candidates with score > this (strict)
-    thing_threshold: float = 0.01
+    thing_threshold: float = field(default=0.01, metadata=rules(at_least(0)))
     # MODEL.POSITION_HEAD.THING.TOP_NUM: per-level cap top_num // 2, final instance cap top_num
-    top_num: int = 200
+    top_num: int = field(default=200, metadata=rules(at_least(1)))
     # MODEL.POSITION_HEAD.STUFF.THRES: keep stuff classes with score > this (strict)
-    stuff_threshold: float = 0.1
+    stuff_threshold: float = field(default=0.1, metadata=rules(at_least(0)))
     # stuff region = argmax class & probability >= this (hard-coded 0.4 in the original)
-    stuff_region_threshold: float = 0.4
+    stuff_region_threshold: float = field(default=0.4, metadata=rules(at_least(0)))
     # centre smoothing avg-pool sizes for p3..p7 (hard-coded in the original)
-    pool_sizes: list[int] = field(default_factory=lambda: [3, 3, 3, 5, 5])
+    pool_sizes: list[int] = field(default_factory=lambda: [3, 3, 3, 5, 5], metadata=rules(each(at_least(1))))
     # MODEL.INFERENCE.INST_THRES: mask binarisation
-    mask_threshold: float = 0.5
+    mask_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
     # MODEL.INFERENCE.SIMILAR_THRES / CLASS_SPECIFIC: cosine thing-kernel fusion
     similarity_threshold: float = 0.97
     class_specific: bool = True
     # minimum rescored instance score (hard-coded 0.05 in the original)
-    rescore_min: float = 0.05
+    rescore_min: float = field(default=0.05, metadata=rules(at_least(0)))
     # MODEL.INFERENCE.COMBINE.INST_THRESH / OVERLAP_THRESH / STUFF_AREA_LIMIT
-    combine_instance_threshold: float = 0.2
-    combine_overlap_threshold: float = 0.5
-    stuff_area_limit: int = 2048
+    combine_instance_threshold: float = field(default=0.2, metadata=rules(at_least(0)))
+    combine_overlap_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
+    stuff_area_limit: int = field(default=2048, metadata=rules(at_least(0)))
     # Depth embedding resized straight from 1/4 to the output size (the original, trap 7); False =
     # the mask path (x4, crop the padding, resize), which is correct for padded inputs.
     depth_direct_resize: bool = True
@@ -120,13 +122,17 @@ class ModelConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    num_thing_classes: int = 8
-    num_classes: int = 19
+    num_thing_classes: int = field(default=8, metadata=rules(at_least(0)))
+    num_classes: int = field(default=19, metadata=rules(at_least(1)))
     # first thing train id (things are train ids first_thing_id .. num_classes-1)
-    first_thing_id: int = 11
+    first_thing_id: int = field(default=11, metadata=rules(at_least(0)))
     # Input convention of the original checkpoints: BGR, ImageNet RGB means applied to BGR
     # channels, std 1, 0-255 scale (spec 1.1).
     input_format: Literal["BGR", "RGB"] = "BGR"
-    pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])
-    pixel_std: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
-    size_divisibility: int = 32
+    pixel_mean: list[float] = field(
+        default_factory=lambda: [123.675, 116.28, 103.53], metadata=rules(length(3))
+    )
+    pixel_std: list[float] = field(
+        default_factory=lambda: [1.0, 1.0, 1.0], metadata=rules(length(3), each(above(0)))
+    )
+    size_divisibility: int = field(default=32, metadata=rules(at_least(1)))

@@ -4,41 +4,44 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .checks import above, ascending, at_least, at_most, between, each, length, rules
+
 
 @dataclass
 class SolverConfig:
     optimizer: str = "adam"
-    base_lr: float = 1e-4
-    weight_decay: float = 1e-4
-    weight_decay_norm: float = 0.0
-    weight_decay_bias: float = 1e-4
-    max_iter: int = 10000
-    warmup_iters: int = 2000
-    warmup_factor: float = 0.001
-    poly_power: float = 0.9
-    clip_value: float = 35.0
+    base_lr: float = field(default=1e-4, metadata=rules(above(0), at_most(10)))
+    weight_decay: float = field(default=1e-4, metadata=rules(at_least(0)))
+    weight_decay_norm: float = field(default=0.0, metadata=rules(at_least(0)))
+    weight_decay_bias: float = field(default=1e-4, metadata=rules(at_least(0)))
+    max_iter: int = field(default=10000, metadata=rules(at_least(1)))
+    warmup_iters: int = field(default=2000, metadata=rules(at_least(0)))
+    warmup_factor: float = field(default=0.001, metadata=rules(between(0, 1)))
+    poly_power: float = field(default=0.9, metadata=rules(at_least(0)))
+    # clamp every gradient element to [-clip_value, clip_value]; 0 = off
+    clip_value: float = field(default=35.0, metadata=rules(at_least(0)))
     # effective batch of one optimizer step, over all processes and accumulation steps
-    ims_per_batch: int = 8
+    ims_per_batch: int = field(default=8, metadata=rules(at_least(1)))
     # micro-batches per optimizer step on each process: per-process micro-batch =
     # ims_per_batch / (world_size * accumulation_steps); keeps the paper's batch on fewer GPUs
-    accumulation_steps: int = 1
+    accumulation_steps: int = field(default=1, metadata=rules(at_least(1)))
     # none | bf16 | fp16 (autocast)
     amp: str = "none"
 
 
 @dataclass
 class LossConfig:
-    position_thing: float = 1.0
-    position_stuff: float = 1.0
-    segment: float = 4.0
-    focal_alpha: float = 0.25
-    focal_gamma: float = 2.0
+    position_thing: float = field(default=1.0, metadata=rules(at_least(0)))
+    position_stuff: float = field(default=1.0, metadata=rules(at_least(0)))
+    segment: float = field(default=4.0, metadata=rules(at_least(0)))
+    focal_alpha: float = field(default=0.25, metadata=rules(between(0, 1)))
+    focal_gamma: float = field(default=2.0, metadata=rules(at_least(0)))
     # FACTOR: weight of both depth losses (spec 6.4)
-    depth: float = 5.0
+    depth: float = field(default=5.0, metadata=rules(at_least(0)))
     # FACTOR_INS: extra weight of the instance-level depth loss
-    depth_instance: float = 1.0
+    depth_instance: float = field(default=1.0, metadata=rules(at_least(0)))
     # factor on the scale-invariant log term inside L~ = si * SI + REL (trap 18; Eq. 6 has 1)
-    depth_si_factor: float = 5.0
+    depth_si_factor: float = field(default=5.0, metadata=rules(at_least(0)))
     # instance-level depth loss (variants E/F of Table 3); with T1 it supervises the min depth
     instance_depth_loss: bool = True
 
@@ -47,33 +50,37 @@ class LossConfig:
 class TargetConfig:
     """Ground-truth generation (spec section 5)."""
 
+    # [min, max] object size per head level (p3..p7)
     instance_scales: list[list[int]] = field(
-        default_factory=lambda: [[1, 128], [64, 256], [128, 512], [256, 1024], [512, 2048]]
+        default_factory=lambda: [[1, 128], [64, 256], [128, 512], [256, 1024], [512, 2048]],
+        metadata=rules(each(length(2), ascending, each(at_least(0)))),
     )
-    tensor_dim: int = 150
-    pos_num: int = 7
-    min_overlap: float = 0.7
-    gaussian_sigma: float = 3.0
+    tensor_dim: int = field(default=150, metadata=rules(at_least(1)))
+    pos_num: int = field(default=7, metadata=rules(at_least(1)))
+    min_overlap: float = field(default=0.7, metadata=rules(between(0, 1)))
+    gaussian_sigma: float = field(default=3.0, metadata=rules(above(0)))
     ignore_value: int = 255
     # stride of the mask/depth embedding (SEMANTIC_FPN.COMMON_STRIDE)
-    common_stride: int = 4
+    common_stride: int = field(default=4, metadata=rules(at_least(1)))
     # guidance positions: downsampled GT mask > this (spec 2.5)
-    guidance_threshold: float = 0.1
+    guidance_threshold: float = field(default=0.1, metadata=rules(between(0, 1)))
     # stuff score maps: values below are zeroed (spec 5.1)
-    stuff_score_threshold: float = 0.5
+    stuff_score_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
     # stuff pixel depth loss: sem_labels > this (things use > 0, trap 19)
-    stuff_depth_threshold: float = 0.5
+    stuff_depth_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
-    log_period: int = 20
-    checkpoint_period: int = 3000
-    keep_checkpoints: int = 3
-    eval_period: int = 0
+    seed: int = field(default=0, metadata=rules(at_least(0)))
+    log_period: int = field(default=20, metadata=rules(at_least(0)))
+    # 0 = only the final checkpoint
+    checkpoint_period: int = field(default=3000, metadata=rules(at_least(0)))
+    # 0 = keep all
+    keep_checkpoints: int = field(default=3, metadata=rules(at_least(0)))
+    eval_period: int = field(default=0, metadata=rules(at_least(0)))
     # stop after this many minutes (0 = no limit); used by the demo
-    max_minutes: float = 0.0
+    max_minutes: float = field(default=0.0, metadata=rules(at_least(0)))
     # auto (CUDA when available, else CPU) | cpu | cuda | cuda:N
     device: str = "auto"
     # DDP: tolerate parameters that get no gradient. The losses keep every head in the graph
@@ -85,10 +92,10 @@ class TrainConfig:
     # let cuDNN time its algorithms on the first batches (fixed crop sizes make this pay)
     cudnn_benchmark: bool = True
     # how long a collective waits for a missing process before the job fails
-    dist_timeout_minutes: float = 30.0
+    dist_timeout_minutes: float = field(default=30.0, metadata=rules(above(0)))
     # write TensorBoard scalars under <output>/tensorboard
     tensorboard: bool = True
     # periodic evaluation on at most this many val images (0 = all)
-    eval_max_images: int = 0
+    eval_max_images: int = field(default=0, metadata=rules(at_least(0)))
     loss: LossConfig = field(default_factory=LossConfig)
     targets: TargetConfig = field(default_factory=TargetConfig)

@@ -27,6 +27,10 @@ from .sample import make_sample
 log = logging.getLogger(__name__)
 
 
+class SplitNotFound(DataError):
+    """The dataset root has no folder (or index) for the requested split."""
+
+
 @dataclass
 class Problem:
     """One thing wrong with a dataset: the file it concerns and what is wrong."""
@@ -70,7 +74,7 @@ def find_split_dir(root: str | os.PathLike, split: str, layouts: list[str], patt
         if cand.is_dir() and any(cand.glob(pattern)):
             return cand
     tried = ", ".join(str(c) for c in candidates)
-    raise DataError(f"{root}: no '{pattern}' files for split '{split}' (looked in {tried})")
+    raise SplitNotFound(f"{root}: no '{pattern}' files for split '{split}' (looked in {tried})")
 
 
 def sequence_fields(prefix: str) -> dict[str, Any]:

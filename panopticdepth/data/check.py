@@ -13,7 +13,7 @@ from pathlib import Path
 from ..config.data import DataConfig
 from ..errors import DataError
 from ..utils.progress import progress
-from .base import Problem, Record
+from .base import Problem, Record, SplitNotFound
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,14 @@ def check_dataset(
     for split in splits or DEFAULT_SPLITS:
         try:
             records, found = discover_records(cfg, split)
-        except DataError as err:
+        except SplitNotFound as err:
             if splits:  # asked for explicitly: its absence is a problem
                 problems.append(Problem(str(root), str(err)))
+            continue
+        except DataError as err:  # the split is there but unusable (e.g. a corrupt index JSON)
+            path, _, msg = str(err).partition(": ")
+            problems.append(Problem(path, msg) if msg else Problem(str(root), str(err)))
+            counts[split] = 0
             continue
         key = (tuple(r.meta.get("image_path", r.image_id) for r in records), tuple(map(str, found)))
         if key in seen:  # the root is itself a split folder: every split name resolves to it

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.formats import LABEL_DIVISOR, VOID_ID, read_image_rgb, read_segment_rgb
-from .base import FrameDataset, Problem, Record, check_same_size
+from .base import FrameDataset, Problem, Record, SplitNotFound, check_same_size
 from .classes import CITYSCAPES_ID_TO_TRAIN_ID, FIRST_THING_ID, NUM_CLASSES
 
 
@@ -26,7 +26,7 @@ def _find_root(root: Path, split: str) -> Path:
     for cand in (root, root / "cityscapes"):
         if (cand / "gtFine" / f"cityscapes_panoptic_{split}.json").is_file():
             return cand
-    raise DataError(
+    raise SplitNotFound(
         f"{root}: no gtFine/cityscapes_panoptic_{split}.json (Cityscapes panoptic layout, spec §8.2)"
     )
 

@@ -21,7 +21,7 @@ import yaml
 
 from ..errors import DataError
 from ..io.formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID, read_depth, read_image_rgb, read_panoptic_ids
-from .base import FrameDataset, Problem, Record, check_same_size, sequence_fields
+from .base import FrameDataset, Problem, Record, SplitNotFound, check_same_size, sequence_fields
 from .classes import FIRST_THING_ID, NUM_CLASSES
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
@@ -77,7 +77,9 @@ def load_class_table(root: str | os.PathLike, path: str | os.PathLike | None = N
 def discover(root: str | os.PathLike, split: str) -> tuple[list[Record], list[Problem]]:
     folder = Path(root) / split
     if not (folder / "images").is_dir():
-        raise DataError(f"{folder}: no 'images' folder (custom layout: ROOT/<split>/images, panoptic, depth)")
+        raise SplitNotFound(
+            f"{folder}: no 'images' folder (custom layout: ROOT/<split>/images, panoptic, depth)"
+        )
     has_depth = (folder / "depth").is_dir()
     records, problems = [], []
     images = sorted(p for p in (folder / "images").iterdir() if p.suffix.lower() in IMAGE_EXTS)

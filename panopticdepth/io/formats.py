@@ -36,18 +36,39 @@ def _open_png(path: str | os.PathLike) -> Image.Image:
     return img
 
 
+_MODES_16BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def _to_uint8_rgb(img: Image.Image, path: str | os.PathLike) -> np.ndarray:
+    """Decoded image -> (H, W, 3) uint8 RGB. 16-bit grayscale is scaled from 0..65535 to 0..255
+    (Pillow's own conversion clips it, turning almost every pixel white); float images are refused."""
+    if img.mode in _MODES_16BIT or img.mode == "I":
+        gray = np.asarray(img)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise DataError(
+                f"{path}: 32-bit integer image with values outside 0..65535; "
+                "convert it to an 8-bit RGB (or 16-bit grayscale) PNG"
+            )
+        gray8 = ((gray.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(gray8[..., None], 3, axis=2)
+    if img.mode == "F":
+        raise DataError(f"{path}: floating-point image (mode F); convert it to an 8-bit RGB PNG")
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    return np.asarray(img, dtype=np.uint8).copy()
+
+
 def read_image_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> np.ndarray:
-    """Any PNG/JPEG (RGB, RGBA, grayscale, palette) as uint8 (H, W, 3) RGB.
+    """Any PNG/JPEG (RGB, RGBA, grayscale, palette, 16-bit grayscale) as uint8 (H, W, 3) RGB.
 
     `exif_transpose` applies a camera's EXIF orientation (phone photos are often stored sideways),
     as viewers show the picture; datasets keep it off, their labels match the stored pixels.
+    16-bit grayscale pixels are scaled to 8 bits (65535 -> 255); float images raise `DataError`.
     """
     img = _open_png(path)
     if exif_transpose:
         img = ImageOps.exif_transpose(img)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.uint8).copy()
+    return _to_uint8_rgb(img, path)
 
 
 def read_uint16_png(path: str | os.PathLike, what: str) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,8 +124,14 @@ def count_frames(items: Sequence[InputItem]) -> int | None:
     return total
 
 
-def iter_frames(items: Sequence[InputItem]) -> Iterator[InputFrame]:
-    """Frames of all inputs in order; duplicate stems get a `_<n>` suffix (with a warning)."""
+def iter_frames(
+    items: Sequence[InputItem], on_error: Callable[[Path, DataError], None] | None = None
+) -> Iterator[InputFrame]:
+    """Frames of all inputs in order; duplicate stems get a `_<n>` suffix (with a warning).
+
+    An unreadable image or video raises `DataError`; with `on_error`, it is handed to
+    `on_error(path, error)` instead and the remaining inputs are still read.
+    """
     used: set[str] = set()
 
     def unique(stem: str) -> str:
@@ -139,9 +145,14 @@ def iter_frames(items: Sequence[InputItem]) -> Iterator[InputFrame]:
         return candidate
 
     for item in items:
-        if item.is_video:
-            for k, frame in enumerate(iter_video(item.path)):
-                yield InputFrame(unique(f"{item.path.stem}_{k:06d}"), frame, item.path, k)
-        else:
-            image = read_image_rgb(item.path, exif_transpose=True)
-            yield InputFrame(unique(item.path.stem), image, item.path)
+        try:
+            if item.is_video:
+                for k, frame in enumerate(iter_video(item.path)):
+                    yield InputFrame(unique(f"{item.path.stem}_{k:06d}"), frame, item.path, k)
+            else:
+                image = read_image_rgb(item.path, exif_transpose=True)
+                yield InputFrame(unique(item.path.stem), image, item.path)
+        except DataError as err:
+            if on_error is None:
+                raise
+            on_error(item.path, err)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import pickle
 import re
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBN
 
 from ..config.model import BackboneConfig
 from ..errors import CheckpointError
+from ..utils.safe_pickle import ForbiddenGlobal, load_arrays_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +180,12 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: pretrained backbone weights not found")
     if path.suffix == ".pkl":
         try:
-            with open(path, "rb") as f:
-                data = pickle.load(f, encoding="latin1")
+            data = load_arrays_pickle(path)
+        except ForbiddenGlobal as err:
+            raise CheckpointError(
+                f"{path}: the pickle refers to '{err}', which is not a numpy array or a plain container; "
+                "reading it could run code, so it is refused (save the weights as arrays only)"
+            ) from None
         except Exception as err:  # noqa: BLE001
             raise CheckpointError(f"{path}: cannot read pickle ({err})") from None
         blobs = data.get("blobs", data.get("model", data)) if isinstance(data, dict) else None

@@ -52,6 +52,7 @@ from .distributed import (
 from .periodic_eval import evaluate_model
 from .resume import agree_on_checkpoint
 from .solver import autocast_context, build_grad_scaler, build_lr_scheduler, build_optimizer, clip_gradients
+from .stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class StepStats:
 
     losses: dict[str, float]  # mean over micro-batches and ranks, plus "total_loss"
     diverged: bool
-    stop: bool
+    stop: float  # 0 = go on; 1 = time budget (main rank); >= 2: a rank got SIGTERM / SIGINT
     data_time: float  # seconds spent waiting for the loader
 
 
@@ -193,6 +194,7 @@ class Trainer:
             cfg.train.find_unused_parameters,
         )
         self.start_iter = 0
+        self.stop_signals = StopSignals()  # replaced by an installed one while train() runs
         self.last_checkpoint: Path | None = None
         # Per-rank randomness (if any piece draws random numbers) differs between ranks.
         seed_all(cfg.train.seed + 1000 * self.info.rank + 1)
@@ -384,7 +386,7 @@ class Trainer:
         )
         return names, values
 
-    def _step(self, data_iter: Iterator, stop_requested: bool) -> StepStats:
+    def _step(self, data_iter: Iterator, stop_code: Callable[[], float]) -> StepStats:
         """Accumulate the micro-batches, reduce the logged values and flags, update the weights."""
         steps = self.accumulation_steps
         names: list[str] = []
@@ -398,14 +400,14 @@ class Trainer:
             summed = values if summed is None else summed + values
         device = self.info.device
         flags = torch.stack(
-            [(~torch.isfinite(summed)).any().float(), torch.tensor(float(stop_requested), device=device)]
+            [(~torch.isfinite(summed)).any().float(), torch.tensor(stop_code(), device=device)]
         )
         vec = all_reduce_sum(torch.cat([summed / steps, flags]), self.info)
         host = vec.tolist()  # the step's one device-to-host copy
         world = self.info.world_size
         losses = {k: host[i] / world for i, k in enumerate(names)}
         losses["total_loss"] = host[len(names)] / world
-        stats = StepStats(losses, diverged=host[-2] > 0, stop=host[-1] > 0, data_time=data_time)
+        stats = StepStats(losses, diverged=host[-2] > 0, stop=host[-1], data_time=data_time)
         if stats.diverged:
             return stats
         if self.scaler is not None:  # fp16 on CUDA: unscale before clipping by value
@@ -434,12 +436,13 @@ class Trainer:
         last: dict[str, float] = {}
         reason = "completed"
         iteration = self.start_iter
+        self.stop_signals = StopSignals().install()
         try:
             for it in range(self.start_iter, max_iter):
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
-                over_budget = tcfg.max_minutes > 0 and (time.monotonic() - t_start) > tcfg.max_minutes * 60
-                stats = self._step(data_iter, stop_requested=over_budget and self.info.is_main)
+
+                stats = self._step(data_iter, lambda: self._stop_code(t_start))
                 if stats.diverged:
                     self._diverged(stats.losses, it + 1)
                 iteration, last = it + 1, stats.losses
@@ -450,7 +453,10 @@ class Trainer:
                 ):
                     dt = time.perf_counter() - t0
                     self._log_iteration(metrics_file, writer, iteration, lr, stats, dt)
-                if stats.stop:
+                if stats.stop >= 2:  # every rank agrees, whichever got the signal
+                    reason = "interrupted"
+                    break
+                if stats.stop > 0:
                     reason = "time_budget"
                     log.info(
                         "train.max_minutes=%s reached at iteration %d: stopping", tcfg.max_minutes, iteration
@@ -459,15 +465,27 @@ class Trainer:
                 if iteration < max_iter:
                     self._periodic(iteration, writer)
         finally:
+            self.stop_signals.restore()
             bar.close()
             if metrics_file is not None:
                 metrics_file.close()
-        final_dir = self._finish(iteration, writer)
+        if reason == "interrupted":  # checkpoint only: the run is not finished, --resume continues it
+            self.save_checkpoint(iteration)
+            final_dir = None
+        else:
+            final_dir = self._finish(iteration, writer)
         if writer is not None:
             writer.close()
         elapsed = time.monotonic() - t_start
         log.info("training %s at iteration %d after %.1f min", reason, iteration, elapsed / 60)
         return TrainResult(iteration=iteration, reason=reason, final_dir=final_dir, last_losses=last)
+
+    def _stop_code(self, t_start: float) -> float:
+        """Read after a step's backward: 1 = time budget (main rank), +2 per rank that got SIGTERM
+        or SIGINT (so a signal during a step stops after it)."""
+        tcfg = self.cfg.train
+        over = tcfg.max_minutes > 0 and (time.monotonic() - t_start) > tcfg.max_minutes * 60
+        return (1.0 if over and self.info.is_main else 0.0) + (2.0 if self.stop_signals.requested else 0.0)
 
     def _periodic(self, iteration: int, writer: Any) -> None:
         tcfg = self.cfg.train

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint.model_dir import WEIGHTS_NAME
+from ..errors import CheckpointError
 from .checkpointer import STATE_NAME, Checkpointer, load_weights_file
 from .distributed import DistInfo, all_gather_object, broadcast_object
 
@@ -46,16 +47,45 @@ def fingerprint(path: Path) -> str | None:
     return digest.hexdigest()
 
 
+def newest_readable(checkpointer: Checkpointer) -> Path | None:
+    """The newest checkpoint whose weights and training state load; an unreadable one is skipped
+    with a warning naming it. None when there is none; CheckpointError when none is readable."""
+    newest = checkpointer.latest()
+    if newest is None:
+        return None
+    older = [p for p in reversed(checkpointer.checkpoints()) if p.name < newest.name]
+    first_error = None
+    for ckpt in [newest, *older]:
+        try:
+            Checkpointer.load_state(ckpt)
+            load_weights_file(ckpt)
+            return ckpt
+        except CheckpointError as err:
+            first_error = first_error or err
+            log.warning("--resume: %s; trying the previous checkpoint", err)
+    raise CheckpointError(
+        f"{first_error}; no older readable checkpoint in {checkpointer.dir} "
+        "(delete it and start again with --overwrite)"
+    )
+
+
 def agree_on_checkpoint(checkpointer: Checkpointer, info: DistInfo) -> ResumePoint | None:
-    """Collective: the checkpoint rank 0 resumes from, on every rank (None = start from scratch)."""
+    """Collective: the checkpoint rank 0 resumes from, on every rank (None = start from scratch).
+
+    A failure on rank 0 (no readable checkpoint) reaches every rank as the same CheckpointError.
+    """
     choice = None
     if info.is_main:
-        latest = checkpointer.latest()
-        if latest is not None:
-            choice = (latest.name, fingerprint(latest))
+        try:
+            chosen = newest_readable(checkpointer)
+            choice = None if chosen is None else (chosen.name, fingerprint(chosen))
+        except CheckpointError as err:
+            choice = ("error", str(err))
     choice = broadcast_object(choice, info)
     if choice is None:
         return None
+    if choice[0] == "error":
+        raise CheckpointError(choice[1])
     name, expected = choice
     local = checkpointer.dir / name
     matches = all_gather_object(fingerprint(local) == expected, info)

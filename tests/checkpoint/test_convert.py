@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import pickle
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -204,3 +205,108 @@ def test_infer_model_overrides_from_keys():
     assert "model.depth.enabled=false" in over
     assert "model.heads.position_deform=false" in over
     assert "model.heads.convs_dim=64" in over and "model.num_classes=11" in over
+
+
+class _RunsCommand:
+    """Unpickling this calls `os.system`: what a hostile checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _dump(path, obj, protocol=pickle.DEFAULT_PROTOCOL):
+    with open(path, "wb") as f:
+        pickle.dump(obj, f, protocol=protocol)
+    return path
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_pkl_arrays_read_with_every_protocol(tmp_path, protocol):
+    from collections import OrderedDict
+
+    model = OrderedDict(w=np.arange(6, dtype=np.float32).reshape(2, 3), b=np.arange(3).astype(">i2"))
+    path = _dump(tmp_path / "m.pkl", {"model": model, "__author__": "x", "tags": {1, 2}}, protocol)
+    state = read_original_checkpoint(path)
+    assert state["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert state["b"].tolist() == [0, 1, 2]  # big-endian input converted
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param(lambda marker: {"model": {"w": _RunsCommand(marker)}}, id="os-system-in-model"),
+        pytest.param(lambda marker: _RunsCommand(marker), id="os-system-top-level"),
+        pytest.param(lambda marker: {"model": {}, "meta": Fraction(1, 3)}, id="class"),
+    ],
+)
+def test_pkl_with_code_is_refused_without_unsafe_load(tmp_path, payload):
+    marker = tmp_path / "pwned"
+    path = _dump(tmp_path / "evil.pkl", payload(marker))
+    with pytest.raises(CheckpointError, match="--unsafe-load") as info:
+        read_original_checkpoint(path)
+    assert "evil.pkl" in str(info.value)
+    assert not marker.exists()
+
+
+def test_pkl_with_objects_loads_with_unsafe_load(tmp_path):
+    path = _dump(tmp_path / "m.pkl", {"model": {"w": np.ones(2, np.float32)}, "meta": Fraction(1, 3)})
+    state = read_original_checkpoint(path, unsafe=True)
+    assert list(state) == ["w"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"hello world\n", b"", b"\x80\x04garbage", b"MODEL:\n  WEIGHTS: x\n"], ids=repr
+)
+@pytest.mark.parametrize("suffix", [".pkl", ".pth"])
+def test_non_checkpoint_files_are_not_told_to_use_unsafe_load(tmp_path, content, suffix):
+    path = tmp_path / f"notes{suffix}"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError) as info:
+        read_original_checkpoint(path)
+    msg = str(info.value)
+    assert f"notes{suffix}" in msg and "unsafe" not in msg
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_torch_files_are_told_by_content_not_suffix(tmp_path, zipped):
+    for name in ("m.pkl", "m.pth"):
+        torch.save({"model": {"w": torch.ones(2)}}, tmp_path / name, _use_new_zipfile_serialization=zipped)
+        assert read_original_checkpoint(tmp_path / name)["w"].tolist() == [1.0, 1.0]
+    path = tmp_path / "meta.pth"
+    torch.save({"model": {"w": torch.ones(2)}, "meta": Fraction(1, 3)}, path)
+    with pytest.raises(CheckpointError, match=r"fractions\.Fraction.*--unsafe-load"):
+        read_original_checkpoint(path)
+    assert list(read_original_checkpoint(path, unsafe=True)) == ["w"]
+
+
+def test_plain_pickle_named_pth_is_read_safely(tmp_path):
+    path = _dump(tmp_path / "m.pth", {"model": {"w": np.ones(2, np.float32)}})
+    assert read_original_checkpoint(path)["w"].tolist() == [1.0, 1.0]
+    marker = tmp_path / "pwned"
+    path = _dump(tmp_path / "evil.pth", {"model": {"w": _RunsCommand(marker)}})
+    with pytest.raises(CheckpointError, match="--unsafe-load"):
+        read_original_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_convert_cli_refuses_hostile_pkl(tmp_path, capsys):
+    from panopticdepth.cli.main import main
+
+    marker = tmp_path / "pwned"
+    path = _dump(tmp_path / "model_final.pkl", {"model": {"w": _RunsCommand(marker)}})
+    assert main(["convert", "--original", str(path), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "--unsafe-load" in err and len(err.strip().splitlines()) == 1
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_original_config_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "orig.yaml"
+    path.write_bytes(b"MODEL:\n  WEIGHTS: caf\xe9.pkl\n")
+    with pytest.raises(ConfigError, match="orig.yaml: not a UTF-8 text file"):
+        translate_original_config(path)

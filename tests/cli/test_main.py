@@ -71,3 +71,33 @@ def test_config_prints_resolved_values():
     res = _run("config", "model.depth.normalization=T1")
     assert res.returncode == 0
     assert "normalization: T1" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("json_target", "expect"),
+    [("", "must name a file, but it is a folder"), ("f/m.json", "folder of the --json file")],
+    ids=["json-is-folder", "json-under-file"],
+)
+def test_evaluate_json_path_checked_first(tmp_path, json_target, expect):
+    (tmp_path / "f").write_text("x")
+    res = _run("evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "pred"),
+               "--json", str(tmp_path / json_target))  # fmt: skip
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expect in lines[0]
+
+
+def test_evaluate_json_in_missing_folder_is_created(tmp_path, capsys):
+    target = tmp_path / "new" / "deeper" / "m.json"
+    # the --gt folder is missing: the run fails after the --json check created the folder
+    assert main(
+        ["evaluate", "--gt", str(tmp_path / "gt"), "--pred", str(tmp_path / "p"), "--json", str(target)]
+    )
+    assert target.parent.is_dir()
+
+
+def test_synth_reports_the_size_as_given(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--num", "1", "--size", "16x40"]) == 0
+    out = capsys.readouterr().out
+    assert "--size 16x40" in out and "height 16 x width 40" in out

@@ -161,3 +161,75 @@ def test_overrides_after_input_apply(tiny_model_dir, tmp_path):
     raw = np.load(out / "a.npz")
     # No thing passes the combine gate and no stuff class has enough pixels: all VOID (32000).
     assert (raw["panoptic"] == 32000).all() and raw["segments"].size == 0
+
+
+def _predict(model_dir, out, *inputs, extra=()):
+    return main(["predict", "--weights", str(model_dir), "--output", str(out),
+                 "--input", *map(str, inputs), *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize("batch", ["1", "4"])
+def test_unreadable_file_does_not_stop_the_folder(tiny_model_dir, tmp_path, capsys, batch):
+    folder = tmp_path / "in"
+    write_image_rgb(folder / "a.png", _image(32, 40, 1))
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    write_image_rgb(folder / "c.png", _image(32, 40, 2))
+    (folder / "d.jpg").write_bytes(b"")
+    out = tmp_path / "out"
+    assert _predict(tiny_model_dir, out, folder, extra=["--batch-size", batch]) == 1
+    assert (out / "a_panoptic.png").is_file() and (out / "c_panoptic.png").is_file()
+    assert not (out / "b_panoptic.png").exists()
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "2 input(s) failed, 2 frame(s) written" in err
+    assert f"{folder / 'b.png'}: unreadable" in err and f"{folder / 'd.jpg'}: unreadable" in err
+    assert _predict(tiny_model_dir, out, folder, extra=["--batch-size", batch, "--skip-errors"]) == 0
+
+
+def test_all_inputs_failing_is_an_error_even_with_skip_errors(tiny_model_dir, tmp_path):
+    (tmp_path / "b.png").write_bytes(b"junk")
+    assert _predict(tiny_model_dir, tmp_path / "o", tmp_path / "b.png", extra=["--skip-errors"]) == 1
+
+
+def test_failing_frame_in_a_batch_spares_the_others(tiny_model_dir, tmp_path, capsys, monkeypatch):
+    from panopticdepth.modeling.predictor import Predictor
+
+    real = Predictor.predict_batch
+
+    def fails_on_width_13(self, images, batch_size=None):
+        if any(img.shape[1] == 13 for img in images):
+            raise RuntimeError("shape trouble")
+        return real(self, images, batch_size=batch_size)
+
+    monkeypatch.setattr(Predictor, "predict_batch", fails_on_width_13)
+    for name, w in (("a", 40), ("b", 13), ("c", 40)):
+        write_image_rgb(tmp_path / "in" / f"{name}.png", _image(32, w))
+    out = tmp_path / "out"
+    assert _predict(tiny_model_dir, out, tmp_path / "in", extra=["--batch-size", "3"]) == 1
+    assert sorted(p.name for p in out.glob("*_panoptic.png")) == ["a_panoptic.png", "c_panoptic.png"]
+    assert f"{tmp_path / 'in' / 'b.png'}: RuntimeError: shape trouble" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("target", ["file", "file/sub"])
+def test_output_that_is_a_file_is_one_line_error(tiny_model_dir, tmp_path, capsys, target):
+    (tmp_path / "file").write_text("x")
+    write_image_rgb(tmp_path / "a.png", _image(16, 16))
+    assert _predict(tiny_model_dir, tmp_path / target, tmp_path / "a.png") == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and str(tmp_path / target) in err
+
+
+def test_leftovers_of_a_killed_run_are_removed(tiny_model_dir, tmp_path):
+    import subprocess
+    import sys
+
+    pid = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                             capture_output=True, text=True).stdout)  # fmt: skip
+    out = tmp_path / "out"
+    out.mkdir()
+    stale = out / f".a_panoptic.{pid}.x1y2z3w4.tmp.png"
+    stale.write_bytes(b"half")
+    write_image_rgb(tmp_path / "a.png", _image(16, 16))
+    assert _predict(tiny_model_dir, out, tmp_path / "a.png") == 0
+    assert not stale.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["a_depth.png", "a_panoptic.png"]

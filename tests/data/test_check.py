@@ -158,3 +158,46 @@ def test_custom_bad_inputs(tmp_path):
     (tmp_path / "classes.yaml").write_text("classes:\n  - {id: 2, name: car, train_id: 3, thing: true}\n")
     prob = _one_problem(tmp_path, "custom", "train")
     assert "things need 11..18" in prob.message
+
+
+def test_16bit_grayscale_training_image_is_scaled(synth_copy, capsys):
+    path = _split(synth_copy) / f"{FIRST}_leftImg8bit.png"
+    gray = np.asarray(Image.open(path).convert("L")).astype(np.uint16) * 257
+    Image.fromarray(gray).save(path)
+    assert Image.open(path).mode == "I;16"
+    cfg = DataConfig(dataset="cityscapes-dps", root=str(synth_copy))
+    cfg.augmentation.enabled = False
+    image = build_dataset(cfg, "train", train=False).load_arrays(0)[0]
+    assert np.array_equal(image[..., 0], gray // 257)  # not clipped to white
+    assert main(["data", "check", str(synth_copy)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [("[{", "unreadable index JSON"), ("[1, 2]", "list of objects"), ('{"a": 1}', "list of objects"),
+     ("", "unreadable index JSON")],
+    ids=["truncated", "numbers", "object", "empty"],
+)  # fmt: skip
+def test_corrupt_index_json_is_a_problem_not_a_missing_split(synth_copy, capsys, content, why):
+    index = synth_copy / "video_sequence" / "dvps_cityscapes_train.json"
+    index.write_text(content)
+    prob = _one_problem(synth_copy)
+    assert prob.path == str(index) and why in prob.message
+    assert main(["data", "check", str(synth_copy)]) == 1
+    out = capsys.readouterr().out
+    assert "OK" not in out and "dvps_cityscapes_train.json" in out
+
+
+def test_corrupt_panoptic_json_is_a_problem(tmp_path):
+    _cityscapes_panoptic_case(tmp_path)
+    (tmp_path / "gtFine" / "cityscapes_panoptic_val.json").write_text("{broken")
+    counts, problems = check_dataset(tmp_path, "cityscapes-panoptic")
+    assert len(problems) == 1 and "cityscapes_panoptic_val.json" in problems[0].path
+    assert "unreadable panoptic JSON" in problems[0].message
+
+
+def test_absent_splits_are_still_skipped(synth_root):
+    counts, problems = check_dataset(synth_root, None, None)
+    assert counts == {"train": 6} and problems == []  # no val/test folder: nothing to report
+    counts, problems = check_dataset(synth_root, None, ["val"])
+    assert len(problems) == 1 and "split 'val'" in problems[0].message

@@ -196,3 +196,24 @@ def test_frozen_bn_keeps_the_autocast_dtype():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         feats = bb(torch.randn(1, 3, 64, 64))
     assert all(f.dtype == torch.bfloat16 for f in feats.values())
+
+
+class _RunsCommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pretrained_pkl_with_code_is_refused(tmp_path):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "R-18.pkl", "wb") as f:
+        pickle.dump({"blobs": {"conv1_w": _RunsCommand(marker)}}, f)
+    with pytest.raises(CheckpointError, match=r"R-18\.pkl: the pickle refers to '(posix|os)\.system'"):
+        ResNetBackbone(BackboneConfig(name="resnet18", pretrained=str(tmp_path / "R-18.pkl")))
+    assert not marker.exists()
