@@ -107,7 +107,8 @@ def main() -> None:
             got = run(model_dir, image, bf16=True, grad=grad)
             a = agreement(ref, got)
             print(
-                f"| {name} | {100 * a['semantic']:.1f} % | {a['instances']} | {100 * a['depth_rel']:.2f} % |"
+                f"| {name} | {100 * a['semantic']:.1f} % | {a['instances']} | "
+                f"{100 * a['depth_median']:.2f} % | {100 * a['depth_within_5']:.1f} % |"
             )
 
 
