@@ -77,7 +77,7 @@ def thing_candidates(
     h, w = score_khw.shape[-2:]
     k = min(h * w, cfg.top_num // 2)
     scores, classes, positions = topk_candidates(score_khw, k)
-    keep = scores > cfg.thing_threshold
+    keep = torch.nonzero(scores > cfg.thing_threshold).flatten()  # one compaction for the three
     scores, classes, positions = scores[keep], classes[keep], positions[keep]
     kernels_nc = level.kernels[b].float().flatten(1)[:, positions].t()
     dk = None
@@ -96,29 +96,32 @@ def stuff_candidates(level: LevelOutputs, b: int, cfg: InferenceConfig) -> Kerne
     prob_sp = torch.sigmoid(level.region_logits[b].float()).flatten(1)
     s = prob_sp.shape[0]
     best_p, argmax_p = prob_sp.max(0)  # first maximum, as argmax
-    count_s = torch.bincount(argmax_p, minlength=s).to(prob_sp.dtype)
+    # Counts and region sums by scatter-adds of 0/1 weights over all positions: the same sums as
+    # over the selected positions (adding exact zeros), with no data-dependent sizes to wait for.
+    count_s = _class_sum(argmax_p, torch.ones_like(best_p)[:, None], s)[:, 0]
     # The region of each position's argmax class: keep positions whose probability >= threshold.
-    in_region = best_p >= cfg.stuff_region_threshold
-    cls_r = argmax_p[in_region]
-    region_count_s = torch.bincount(cls_r, minlength=s).to(prob_sp.dtype)
-    score_s = torch.zeros(s, dtype=prob_sp.dtype, device=prob_sp.device).index_add_(
-        0, cls_r, best_p[in_region]
-    )
+    in_region_p = (best_p >= cfg.stuff_region_threshold).to(best_p.dtype)
+    region_count_s = _class_sum(argmax_p, in_region_p[:, None], s)[:, 0]
+    score_s = _class_sum(argmax_p, (best_p * in_region_p)[:, None], s)[:, 0]
 
     def region_sum(maps_bchw: torch.Tensor) -> torch.Tensor:
-        values_rc = maps_bchw[b].float().flatten(1)[:, in_region].t()
-        return torch.zeros(
-            (s, values_rc.shape[1]), dtype=values_rc.dtype, device=values_rc.device
-        ).index_add_(0, cls_r, values_rc)
+        values_pc = maps_bchw[b].float().flatten(1).t() * in_region_p[:, None]
+        return _class_sum(argmax_p, values_pc, s)
 
-    present = torch.nonzero(count_s > 0).flatten()
-    scores = score_s[present] / count_s[present]
-    kernels_sc = region_sum(level.kernels)[present] / count_s[present, None]
+    # One compaction: present classes (argmax somewhere) whose score passes the threshold.
+    keep = torch.nonzero((count_s > 0) & (score_s / count_s.clamp(min=1) > cfg.stuff_threshold)).flatten()
+    count_k = count_s[keep]
+    kernels_kc = region_sum(level.kernels)[keep] / count_k[:, None]
     dk = None
     if level.depth_kernels is not None:
-        dk = region_sum(level.depth_kernels)[present] / region_count_s[present, None].clamp(min=1)
-    keep = scores > cfg.stuff_threshold
-    return KernelSet(kernels_sc[keep], present[keep], scores[keep], None if dk is None else dk[keep])
+        dk = region_sum(level.depth_kernels)[keep] / region_count_s[keep, None].clamp(min=1)
+    return KernelSet(kernels_kc, keep, score_s[keep] / count_k, dk)
+
+
+def _class_sum(class_p: torch.Tensor, values_pc: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, C) sums of the rows of `values_pc` by their class (a bincount of known size)."""
+    out = torch.zeros((num_classes, values_pc.shape[1]), dtype=values_pc.dtype, device=values_pc.device)
+    return out.index_add_(0, class_p, values_pc)
 
 
 def _cat(sets: Sequence[KernelSet]) -> KernelSet:
@@ -147,7 +150,7 @@ def fuse_thing_kernels(things: KernelSet, threshold: float, class_specific: bool
     if class_specific:
         label_nn &= things.classes[:, None] == things.classes[None, :]
     claim_nn = label_nn.float().cumsum(0) < 2
-    keep = claim_nn.diagonal()
+    keep = torch.nonzero(claim_nn.diagonal()).flatten()  # one compaction for every use below
     group_mn = (label_nn[keep] & claim_nn[keep]).to(things.kernels.dtype)
     norm_m1 = group_mn.sum(1, keepdim=True)
     dk = None

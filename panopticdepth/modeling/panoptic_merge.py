@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 VOID_SEGMENT = -1
@@ -33,37 +34,35 @@ class MergeResult:
 
 def greedy_things(
     thing_masks_nhw: torch.Tensor, overlap_threshold: float
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """Greedy acceptance of score-sorted binary thing masks (spec 3.4.3, trap 47).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy acceptance of score-sorted binary thing masks (the original's order-dependent loop).
 
     The overlap ratio uses the untrimmed area; a mask is trimmed to free pixels only if it
-    intersects. Works on each mask's flat pixel indices (one `nonzero` for all masks), so the
-    order-dependent loop costs the masks' areas, not N full images. Returns the accepted indices
-    and their trimmed masks as flat pixel indices (y * W + x).
+    intersects. The masks' flat pixel indices travel to the host once and the loop runs there in
+    NumPy, so it costs the masks' areas and no device round trip per instance. Returns the accepted
+    indices and the (H*W,) map of the accepted slot that owns each pixel (-1 = free).
     """
     n, h, w = thing_masks_nhw.shape
     device = thing_masks_nhw.device
-    flat_np = thing_masks_nhw.reshape(n, h * w)
-    mask_pixel_m2 = torch.nonzero(flat_np)  # row-major: grouped by mask
-    areas = torch.bincount(mask_pixel_m2[:, 0], minlength=n)
-    pixels = mask_pixel_m2[:, 1].split(areas.tolist())
-    occupied_p = torch.zeros(h * w, dtype=torch.bool, device=device)
+    mask_pixel_m2 = torch.nonzero(thing_masks_nhw.reshape(n, h * w)).cpu().numpy()  # grouped by mask
+    areas = np.bincount(mask_pixel_m2[:, 0], minlength=n)
+    pixels = np.split(mask_pixel_m2[:, 1], np.cumsum(areas)[:-1])
+    owner_p = np.full(h * w, -1, dtype=np.int64)
     accepted: list[int] = []
-    trimmed: list[torch.Tensor] = []
     for i, area in enumerate(areas.tolist()):
         if area == 0:
             continue
         idx = pixels[i]
-        taken = occupied_p[idx]
-        inter = int(torch.count_nonzero(taken))
+        free = owner_p[idx] < 0
+        inter = area - int(free.sum())
         if inter / area > overlap_threshold:
             continue
-        if inter > 0:
-            idx = idx[~taken]
-        occupied_p[idx] = True
+        owner_p[idx[free]] = len(accepted)
         accepted.append(i)
-        trimmed.append(idx)
-    return torch.tensor(accepted, dtype=torch.long, device=device), trimmed
+    return (
+        torch.tensor(accepted, dtype=torch.long).to(device),
+        torch.from_numpy(owner_p).to(device, non_blocking=True),
+    )
 
 
 def _stuff_argmax(
@@ -97,6 +96,13 @@ def _first_argmax(parts: list[torch.Tensor]) -> torch.Tensor:
     return winner_hw
 
 
+def _count(values: torch.Tensor, size: int) -> torch.Tensor:
+    """`torch.bincount(values, minlength=size)` for values < size, without a host wait for the max."""
+    return torch.zeros(size, dtype=torch.long, device=values.device).index_add_(
+        0, values, torch.ones_like(values)
+    )
+
+
 def merge_panoptic(
     thing_probs_nhw: torch.Tensor,
     thing_train_ids: torch.Tensor,
@@ -121,29 +127,28 @@ def merge_panoptic(
     device = thing_probs_nhw.device
     first_thing_id = s + 2  # counter starts at num_classes + 1, incremented before use: 21 (trap 12)
     if thing_probs_nhw.shape[0]:
-        accepted_things, trimmed = greedy_things(thing_probs_nhw > mask_threshold, overlap_threshold)
+        accepted_things, winner_p = greedy_things(thing_probs_nhw > mask_threshold, overlap_threshold)
     else:
-        accepted_things, trimmed = torch.zeros(0, dtype=torch.long, device=device), []
-    winner_p = torch.full((h * w,), -1, dtype=torch.long, device=device)
-    for k, idx in enumerate(trimmed):
-        winner_p[idx] = k
+        accepted_things = torch.zeros(0, dtype=torch.long, device=device)
+        winner_p = torch.full((h * w,), -1, dtype=torch.long, device=device)
+    num_accepted = accepted_things.numel()
     winner_hw = winner_p.reshape(h, w)
     # Stuff: classes of the stuff argmax, minus thing ids, each needing `stuff_area_limit` free pixels.
     stuff_argmax_hw = _stuff_argmax(stuff_probs_chw, stuff_classes, (h, w))
     free_hw = winner_hw < 0
-    present = torch.bincount(stuff_argmax_hw.flatten(), minlength=s) > 0
-    free_area = torch.bincount(torch.where(free_hw, stuff_argmax_hw, s).flatten(), minlength=s + 1)[:s]
+    present = _count(stuff_argmax_hw.flatten(), s) > 0
+    free_area = _count(torch.where(free_hw, stuff_argmax_hw, s).flatten(), s + 1)[:s]
     is_stuff = torch.ones(s, dtype=torch.bool, device=device)
     thing_ids = [c for c in thing_class_ids if 0 <= c < s]
     if thing_ids:
         is_stuff[torch.tensor(thing_ids, dtype=torch.long, device=device)] = False
     accepted_stuff = torch.nonzero(present & is_stuff & (free_area >= stuff_area_limit)).flatten()
     stuff_slot = torch.full((s,), -1, dtype=torch.long, device=device)
-    stuff_slot[accepted_stuff] = torch.arange(accepted_stuff.numel(), device=device) + len(trimmed)
+    stuff_slot[accepted_stuff] = torch.arange(accepted_stuff.numel(), device=device) + num_accepted
     stuff_winner_hw = torch.where(free_hw, stuff_slot[stuff_argmax_hw], -1)
     winner_hw = torch.where(stuff_winner_hw >= 0, stuff_winner_hw, winner_hw)
 
-    seg_ids = torch.cat([torch.arange(len(trimmed), device=device) + first_thing_id, accepted_stuff + 1])
+    seg_ids = torch.cat([torch.arange(num_accepted, device=device) + first_thing_id, accepted_stuff + 1])
     cats = torch.cat([thing_train_ids[accepted_things].long(), accepted_stuff])
     if seg_ids.numel() == 0:  # nothing recorded: all VOID (the original would crash, trap 51)
         segment_hw = torch.full((h, w), VOID_SEGMENT, dtype=torch.long, device=device)
@@ -154,11 +159,13 @@ def merge_panoptic(
         row_of_class = torch.full((s,), -1, dtype=torch.long, device=device)
         row_of_class[stuff_classes] = torch.arange(stuff_classes.numel(), device=device)
         rows = row_of_class[accepted_stuff]
-        if bool((rows >= 0).all()):
-            stuff_maps = stuff_probs_chw[rows]
-        else:  # a kernel-less accepted class (all-zero pixels) competes with an all-zero map
+        # A kernel-less accepted class (all-zero pixels) competes with an all-zero map.
+        if stuff_probs_chw.shape[0] == 0:
             stuff_maps = torch.zeros((rows.numel(), h, w), dtype=thing_probs_nhw.dtype, device=device)
-            stuff_maps[rows >= 0] = stuff_probs_chw[rows[rows >= 0]]
+        else:
+            stuff_maps = torch.where(
+                (rows >= 0).view(-1, 1, 1), stuff_probs_chw[rows.clamp(min=0)], stuff_probs_chw.new_zeros(())
+            ).to(thing_probs_nhw.dtype)
         winner_hw = _first_argmax([thing_probs_nhw[accepted_things], stuff_maps])
     valid_hw = winner_hw >= 0
     safe_hw = winner_hw.clamp(min=0)

@@ -201,8 +201,10 @@ def _merged_depth(
     stuff_rows = torch.full((cfg.num_classes,), -1, dtype=torch.long, device=embed_ehw.device)
     stuff_rows[stuff.classes] = torch.arange(len(stuff), device=embed_ehw.device)
     rows = stuff_rows[merge.accepted_stuff]
-    stuff_dk = torch.zeros((rows.numel(), e), device=embed_ehw.device)
-    stuff_dk[rows >= 0] = stuff.depth_kernels[rows[rows >= 0]]
+    if len(stuff):  # accepted classes without a kernel of their own get zeros
+        stuff_dk = torch.where((rows >= 0)[:, None], stuff.depth_kernels[rows.clamp(min=0)], 0.0)
+    else:
+        stuff_dk = torch.zeros((rows.numel(), e), device=embed_ehw.device)
     kernels_ke = torch.cat([inst.depth_kernels[merge.accepted_things], stuff_dk])
     if kernels_ke.shape[0] == 0:
         return torch.zeros(output_size, device=embed_ehw.device)
@@ -232,24 +234,42 @@ def _build_result(
     instance_hw = torch.where(is_thing_hw, seg_hw - (num_classes + 1), torch.zeros_like(seg_hw))
     void_hw = seg_hw < 0
     panoptic_hw = torch.where(void_hw, VOID_PANOPTIC_ID, cat_hw * LABEL_DIVISOR + instance_hw)
-    # Segments actually present, with areas from one bincount over the stacked slots.
+    # Segments actually present, with areas from one count over the stacked slots; every per-segment
+    # number travels to the host in one copy.
     num_things = merge.accepted_things.numel()
-    slots = num_things + merge.accepted_stuff.numel()
-    areas = torch.bincount(merge.winner_hw[~void_hw].flatten(), minlength=slots).tolist() if slots else []
-    thing_scores = inst.scores[merge.accepted_things].tolist()
-    thing_cats = (inst.classes[merge.accepted_things] + cfg.first_thing_id).tolist()
-    stuff_score = {int(c): float(s) for c, s in zip(stuff.classes.tolist(), stuff.scores.tolist())}
+    num_stuff = merge.accepted_stuff.numel()
+    slots = num_things + num_stuff
+    areas = torch.zeros(slots + 1, dtype=torch.float64, device=seg_hw.device).index_add_(
+        0,
+        (merge.winner_hw + 1).flatten(),
+        torch.ones(seg_hw.numel(), dtype=torch.float64, device=seg_hw.device),
+    )[1:]
+    stuff_score_of_class = torch.zeros(num_classes, dtype=torch.float64, device=seg_hw.device)
+    stuff_score_of_class[stuff.classes] = stuff.scores.double()
+    host = torch.cat(
+        [
+            areas,
+            inst.scores[merge.accepted_things].double(),
+            (inst.classes[merge.accepted_things] + cfg.first_thing_id).double(),
+            merge.accepted_stuff.double(),
+            stuff_score_of_class[merge.accepted_stuff],
+        ]
+    ).tolist()
+    areas_k = host[:slots]
+    thing_scores = host[slots : slots + num_things]
+    thing_cats = host[slots + num_things : slots + 2 * num_things]
+    stuff_cats = host[slots + 2 * num_things : slots + 2 * num_things + num_stuff]
+    stuff_scores = host[slots + 2 * num_things + num_stuff :]
     segments: list[Segment] = []
     for k in range(slots):
-        if areas[k] == 0:
+        if areas_k[k] == 0:
             continue
         if k < num_things:
             cat, instance, score = int(thing_cats[k]), k + 1, float(thing_scores[k])
         else:
-            cat = int(merge.accepted_stuff[k - num_things])
-            instance, score = 0, stuff_score.get(cat, 0.0)
+            cat, instance, score = int(stuff_cats[k - num_things]), 0, float(stuff_scores[k - num_things])
         segments.append(
-            Segment(cat * LABEL_DIVISOR + instance, cat, instance, instance > 0, score, int(areas[k]))
+            Segment(cat * LABEL_DIVISOR + instance, cat, instance, instance > 0, score, int(areas_k[k]))
         )
     return PanopticDepthResult(
         panoptic=panoptic_hw,

@@ -28,6 +28,8 @@ REL square root has a finite gradient at 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
@@ -36,6 +38,7 @@ from ..config.schema import Config
 from ..errors import PanopticDepthError
 from ..modeling.depth_generator import depth_maps
 from ..modeling.outputs import HeadOutputs, LevelOutputs
+from ..utils.device import index_tensor
 from .kernel_gather import StuffKernels, ThingKernels, gather_stuff_kernels, gather_thing_kernels
 from .targets import Targets
 
@@ -84,29 +87,69 @@ def thing_mask_logits(things: ThingKernels, embedding_bchw: torch.Tensor) -> tor
     return torch.bmm(things.kernels.reshape(b, n * p, c), flat).view(b, n, p, -1)
 
 
-def thing_segment_loss(things: ThingKernels, logits_bnpk: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Weighted dice over the P positives / max(N_th, 1) (spec 6.2); exact graph-connected 0 if N_th = 0."""
-    valid = things.valid
-    n_th = int(valid.sum())
+@dataclass
+class SlotIndex:
+    """Flat (image, slot) positions of the valid thing and stuff slots, as device index tensors,
+    with their per-image host lists; built once per batch from the targets' host counts, so no
+    loss compacts a boolean mask (which would make the host wait for the device)."""
+
+    things: torch.Tensor  # (N_th,) into the (B * N) thing slots, row-major
+    stuff: torch.Tensor  # (N_st,) into the (B * S) stuff slots
+    things_per_image: list[torch.Tensor]  # (n_b,) slot positions of image b
+    stuff_per_image: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, targets: Targets, things: ThingKernels, stuff: StuffKernels) -> SlotIndex:
+        device = things.kernels.device
+        th, st = targets.thing_slots(), targets.stuff_slots()
+        n, s = things.valid.shape[1], stuff.valid.shape[1]
+        sizes = [len(x) for x in th] + [len(x) for x in st]
+        flat = [b * n + j for b, js in enumerate(th) for j in js] + [
+            b * s + j for b, js in enumerate(st) for j in js
+        ]
+        local = [j for js in th for j in js] + [j for js in st for j in js]
+        both = index_tensor(flat + local, device)
+        n_th = sum(len(x) for x in th)
+        n_flat = len(flat)
+        per_image = list(both[n_flat:].split(sizes))
+        return cls(both[:n_th], both[n_th:n_flat], per_image[: len(th)], per_image[len(th) :])
+
+
+def thing_segment_loss(
+    things: ThingKernels, logits_bnpk: torch.Tensor, cfg: Config, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weighted dice over the P positives / max(N_th, 1); exact graph-connected 0 if N_th = 0.
+
+    `index`: flat positions of the valid slots (`SlotIndex.things`); without it they are found
+    from `things.valid` (one host wait).
+    """
+    b, n, p, k = logits_bnpk.shape
+    if index is None:
+        index = torch.nonzero(things.valid.flatten()).flatten()
+    n_th = index.numel()
     if n_th == 0:
         return graph_zero(logits_bnpk, things.weights)
-    probs = logits_bnpk[valid].sigmoid()  # (n, P, K)
-    target = things.masks[valid].flatten(1)  # (n, K)
-    weights = things.weights[valid]
+    probs = logits_bnpk.reshape(b * n, p, k).index_select(0, index).sigmoid()  # (n_th, P, K)
+    target = things.masks.reshape(b * n, -1).index_select(0, index)  # (n_th, K)
+    weights = things.weights.reshape(b * n, p).index_select(0, index)
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=DICE_EPS)
     dice = dice_loss(probs, target.unsqueeze(1).expand_as(probs))
     return cfg.train.loss.segment * (dice * weights).sum() / max(n_th, 1)
 
 
-def stuff_segment_loss(stuff: StuffKernels, embedding_bchw: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Dice of every present (image, level, class) entry / max(N_st, 1) (spec 6.3)."""
+def stuff_segment_loss(
+    stuff: StuffKernels, embedding_bchw: torch.Tensor, cfg: Config, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Dice of every present (image, level, class) entry / max(N_st, 1); `index` as for things."""
     b, s, c = stuff.kernels.shape
     logits = torch.bmm(stuff.kernels, embedding_bchw.reshape(b, c, -1))  # (B, S, K)
-    valid = stuff.valid
-    n_st = int(valid.sum())
+    if index is None:
+        index = torch.nonzero(stuff.valid.flatten()).flatten()
+    n_st = index.numel()
     if n_st == 0:
         return graph_zero(logits)
-    dice = dice_loss(logits[valid].sigmoid(), stuff.labels[valid].flatten(1))
+    probs = logits.reshape(b * s, -1).index_select(0, index).sigmoid()
+    dice = dice_loss(probs, stuff.labels.reshape(b * s, -1).index_select(0, index))
     return cfg.train.loss.segment * dice.sum() / max(n_st, 1)
 
 
@@ -135,21 +178,48 @@ def depth_loss(gt: torch.Tensor, pred: torch.Tensor, si_factor: float = 5.0) -> 
     return si * si_factor + rel
 
 
+def masked_depth_loss(
+    gt: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor, si_factor: float = 5.0
+) -> torch.Tensor:
+    """`depth_loss` over the entries where `weight` is true, without compacting them (no host
+    wait); equal to `depth_loss(gt[weight], pred[weight])` up to float summation order, and a
+    graph-connected 0 when nothing is selected."""
+    w = weight.to(pred.dtype)
+    n = w.sum().clamp(min=1.0)
+    g = gt.clamp(min=DEPTH_EPS)
+    p = pred.clamp(min=DEPTH_EPS)
+    diff = (torch.log(g) - torch.log(p)) * w
+    si = (diff**2).sum() / n - diff.sum() ** 2 / (n * n)
+    rel = _safe_sqrt((((1.0 - p / g) ** 2) * w).sum() / n)
+    return si * si_factor + rel
+
+
 def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Predicted shift d_max/2 * sigma(v_s) (44 m for the released model; spec 4.1, 6.4)."""
     return 0.5 * cfg.model.depth.max_depth * torch.sigmoid(depth_kernels[..., 0])
 
 
 def instance_depth_losses(
-    outputs: HeadOutputs, targets: Targets, things: ThingKernels, stuff: StuffKernels, cfg: Config
+    outputs: HeadOutputs,
+    targets: Targets,
+    things: ThingKernels,
+    stuff: StuffKernels,
+    cfg: Config,
+    slots: SlotIndex | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (spec 6.4)."""
+    """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (Eq. 6-9).
+
+    Per image, the valid slots are taken by their host-known positions (`slots`) and every
+    data-dependent selection (pixels with depth, slots with depth pixels) is a weight, not a
+    compaction, so the loop never waits for the device.
+    """
     lc, dc = cfg.train.loss, cfg.model.depth
     emb = outputs.depth_embedding
     if emb is None or things.depth_kernels is None or stuff.depth_kernels is None:
         raise PanopticDepthError(
             "instance depth losses need depth_embedding and depth kernels from the network"
         )
+    slots = slots or SlotIndex.build(targets, things, stuff)
     depth = targets.depth
     b = depth.shape[0]
     p = things.depth_kernels.shape[2]
@@ -159,38 +229,45 @@ def instance_depth_losses(
     for i in range(b):
         depth_k = depth[i, 0].flatten()  # (K,)
         valid_px = depth_k > 0
-        # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel (trap 19)
-        kept = things.valid[i] & (things.depth_count[i] > 0)
-        n = int(kept.sum())
-        gts, preds = [], []
+        gts, preds, weights = [], [], []
+        idx = slots.things_per_image[i]
+        n = idx.numel()
         if n > 0:
-            dk = things.depth_kernels[i][kept]  # (n, P, E2)
+            # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel
+            kept = things.depth_count[i].index_select(0, idx) > 0  # (n,)
+            dk = things.depth_kernels[i].index_select(0, idx)  # (n, P, E2)
             maps = depth_maps(dk.reshape(n * p, -1), emb[i], dc).view(n, p, -1)
-            sel = (things.masks[i][kept].flatten(1) > 0) & valid_px  # (n, K)
-            sel_npk = sel.unsqueeze(1).expand(n, p, -1)
-            preds.append(maps[sel_npk])
-            gts.append(depth_k.view(1, 1, -1).expand(n, p, -1)[sel_npk])
+            sel = (things.masks[i].index_select(0, idx).flatten(1) > 0) & valid_px & kept[:, None]  # (n, K)
+            preds.append(maps.reshape(-1))
+            gts.append(depth_k.view(1, 1, -1).expand(n, p, -1).reshape(-1))
+            weights.append(sel.unsqueeze(1).expand(n, p, -1).reshape(-1))
             if with_instance:
                 stat = things.depth_mean[i] if dc.normalization == "T2" else things.depth_min[i]
                 shift = _shift_prediction(dk, cfg)  # (n, P)
                 instance_terms.append(
-                    depth_loss(
-                        stat[kept].unsqueeze(1).expand(n, p).reshape(-1),
+                    masked_depth_loss(
+                        stat.index_select(0, idx).unsqueeze(1).expand(n, p).reshape(-1),
                         shift.reshape(-1),
+                        kept.unsqueeze(1).expand(n, p).reshape(-1),
                         lc.depth_si_factor,
                     )
                 )
-        # stuff: present stuff classes (not thing train ids, trap 44) with valid pixels
-        labels = stuff.labels[i].flatten(1)  # (S, K)
-        st_kept = stuff.valid[i] & (stuff.classes[i] < first_thing) & ((labels * valid_px).sum(-1) > 0)
-        m = int(st_kept.sum())
+        sidx = slots.stuff_per_image[i]
+        m = sidx.numel()
         if m > 0:
-            maps = depth_maps(stuff.depth_kernels[i][st_kept], emb[i], dc).view(m, -1)
-            sel = (labels[st_kept] > cfg.train.targets.stuff_depth_threshold) & valid_px
-            preds.append(maps[sel])
-            gts.append(depth_k.view(1, -1).expand(m, -1)[sel])
+            # stuff: present stuff classes (not thing train ids) with valid pixels
+            labels = stuff.labels[i].index_select(0, sidx).flatten(1)  # (m, K)
+            is_stuff = stuff.classes[i].index_select(0, sidx) < first_thing
+            st_kept = is_stuff & ((labels * valid_px).sum(-1) > 0)
+            maps = depth_maps(stuff.depth_kernels[i].index_select(0, sidx), emb[i], dc).view(m, -1)
+            sel = (labels > cfg.train.targets.stuff_depth_threshold) & valid_px & st_kept[:, None]
+            preds.append(maps.reshape(-1))
+            gts.append(depth_k.view(1, -1).expand(m, -1).reshape(-1))
+            weights.append(sel.reshape(-1))
         if preds:
-            pixel_terms.append(depth_loss(torch.cat(gts), torch.cat(preds), lc.depth_si_factor))
+            pixel_terms.append(
+                masked_depth_loss(torch.cat(gts), torch.cat(preds), torch.cat(weights), lc.depth_si_factor)
+            )
     zero = graph_zero(emb, things.depth_kernels, stuff.depth_kernels)
     out = {"loss_depth": lc.depth * (sum(pixel_terms, zero) / b)}
     if with_instance:
@@ -205,11 +282,12 @@ def pixel_depth_loss(outputs: HeadOutputs, targets: Targets, cfg: Config) -> dic
         raise PanopticDepthError("depth mode 'pixel' needs HeadOutputs.pixel_depth from the network")
     depth = targets.depth
     b = depth.shape[0]
-    terms = []
-    for i in range(b):
-        valid = depth[i] > 0
-        if bool(valid.any()):
-            terms.append(depth_loss(depth[i][valid], pred[i][valid], cfg.train.loss.depth_si_factor))
+    terms = [
+        masked_depth_loss(
+            depth[i].flatten(), pred[i].flatten(), depth[i].flatten() > 0, cfg.train.loss.depth_si_factor
+        )
+        for i in range(b)
+    ]
     return {"loss_depth": cfg.train.loss.depth * (sum(terms, graph_zero(pred)) / b)}
 
 
@@ -250,12 +328,13 @@ def _compute_losses(
     loss_pos_th, loss_pos_st = position_losses(outputs, targets, cfg)
     things = gather_thing_kernels(outputs, targets, model, tc.pos_num, tc.guidance_threshold)
     stuff = gather_stuff_kernels(outputs, targets, model)
+    slots = SlotIndex.build(targets, things, stuff)
     logits = thing_mask_logits(things, outputs.mask_embedding)
     losses = {
         "loss_pos_th": loss_pos_th,
         "loss_pos_st": loss_pos_st,
-        "loss_seg_th": thing_segment_loss(things, logits, cfg),
-        "loss_seg_st": stuff_segment_loss(stuff, outputs.mask_embedding, cfg),
+        "loss_seg_th": thing_segment_loss(things, logits, cfg, slots.things),
+        "loss_seg_st": stuff_segment_loss(stuff, outputs.mask_embedding, cfg, slots.stuff),
     }
     if not cfg.model.depth.enabled:
         return losses
@@ -264,5 +343,5 @@ def _compute_losses(
     if cfg.model.depth.mode == "pixel":
         losses.update(pixel_depth_loss(outputs, targets, cfg))
     else:
-        losses.update(instance_depth_losses(outputs, targets, things, stuff, cfg))
+        losses.update(instance_depth_losses(outputs, targets, things, stuff, cfg, slots))
     return losses

@@ -24,6 +24,7 @@ from ..config.schema import Config
 from ..config.training import TargetConfig
 from ..errors import DataError
 from ..modeling.outputs import HeadOutputs
+from ..utils.device import index_tensor
 
 
 @dataclass
@@ -64,6 +65,9 @@ class Targets:
     depth: torch.Tensor | None  # (B, 1, H4, W4) metres at stride 4, 0 = invalid (and padding)
     padded_size: tuple[int, int]  # (Hp, Wp)
     mask_size: tuple[int, int]  # (H4, W4)
+    # Host copies of the slot counts [level][image]: assigned instances, present classes.
+    thing_counts: list[list[int]] | None = None
+    stuff_counts: list[list[int]] | None = None
 
     @property
     def batch_size(self) -> int:
@@ -71,13 +75,40 @@ class Targets:
 
     @property
     def num_things(self) -> int:
-        """N_th: (instance, level) assignments over the batch (spec 6.1)."""
+        """N_th: (instance, level) assignments over the batch (the focal and dice normaliser)."""
+        if self.thing_counts is not None:
+            return sum(sum(row) for row in self.thing_counts)
         return int(sum(int(lv.thing_valid.sum()) for lv in self.levels))
 
     @property
     def num_stuff(self) -> int:
-        """N_st: (image, level, present class) entries over the batch (spec 6.3)."""
+        """N_st: (image, level, present class) entries over the batch."""
+        if self.stuff_counts is not None:
+            return sum(sum(row) for row in self.stuff_counts)
         return int(sum(int(lv.stuff_valid.sum()) for lv in self.levels))
+
+    def thing_slots(self) -> list[list[int]]:
+        """Per image, the positions of its assigned slots in the level-concatenated slot axis
+        (the layout of `kernel_gather.ThingKernels`), from the host counts."""
+        counts = self.thing_counts or [lv.thing_valid.sum(1).tolist() for lv in self.levels]
+        return _slot_positions(counts, [lv.thing_valid.shape[1] for lv in self.levels])
+
+    def stuff_slots(self) -> list[list[int]]:
+        """Per image, the positions of its present-class slots in the concatenated stuff axis."""
+        counts = self.stuff_counts or [lv.stuff_valid.sum(1).tolist() for lv in self.levels]
+        return _slot_positions(counts, [lv.stuff_valid.shape[1] for lv in self.levels])
+
+
+def _slot_positions(counts: list[list[int]], widths: list[int]) -> list[list[int]]:
+    """Slots are filled from the front of each level's block of `widths[l]` slots."""
+    batch = len(counts[0]) if counts else 0
+    out: list[list[int]] = [[] for _ in range(batch)]
+    offset = 0
+    for row, width in zip(counts, widths):
+        for b, n in enumerate(row):
+            out[b].extend(range(offset, offset + n))
+        offset += width
+    return out
 
 
 def boxes_from_masks(masks_nhw: torch.Tensor) -> torch.Tensor:
@@ -200,17 +231,16 @@ class _ImageThings:
     classes_n: torch.Tensor  # (N,) int64
 
 
+def _path(sample: dict) -> str:
+    return sample.get("meta", {}).get("image_path", "<unknown image>")
+
+
 def _image_things(sample: dict, stride: int, num_classes: int, device: torch.device) -> _ImageThings:
     masks = sample.get("instance_masks")
     classes = sample.get("instance_classes")
     n_cls = 0 if classes is None else classes.numel()
-    if (masks is not None and masks.shape[0] != n_cls) or (
-        n_cls and not 0 <= int(classes.min()) <= int(classes.max()) < num_classes
-    ):
-        path = sample.get("meta", {}).get("image_path", "<unknown image>")
-        raise DataError(
-            f"{path}: instance masks/classes inconsistent or classes outside 0..{num_classes - 1}"
-        )
+    if masks is not None and masks.shape[0] != n_cls:  # shapes: known on the host
+        raise DataError(f"{_path(sample)}: instance masks/classes inconsistent ({masks.shape[0]} vs {n_cls})")
     h, w = sample["semantic"].shape[-2:]
     h4, w4 = _downsampled_size(h, w, stride)
     if masks is None or masks.shape[0] == 0:
@@ -259,19 +289,27 @@ def _depth_target(sample: dict, stride: int, mask_size, device) -> torch.Tensor:
     return out
 
 
+def _assigned(things: _ImageThings, scale_range) -> torch.Tensor:
+    """(N,) bool: instances whose scale falls in the level's inclusive range."""
+    lo, hi = scale_range
+    return (things.scales_n >= lo) & (things.scales_n <= hi)
+
+
 def _assign_level(
     things: _ImageThings,
-    scale_range,
+    assigned: torch.Tensor,
     level_size,
     mask_size,
     padded_size,
     tcfg: TargetConfig,
     num_classes: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One image, one level -> (heat (K,h,w), masks (n,H4,W4), classes (n,), index (n,)) (spec 5.2)."""
-    lo, hi = scale_range
+    """One image, one level -> (heat (K,h,w), masks (n,H4,W4), classes (n,), index (n,)).
+
+    `assigned` holds the indices of the level's instances (in instance order), computed on the host
+    from the one transfer of `build_targets`.
+    """
     h, w = level_size
-    assigned = (things.scales_n >= lo) & (things.scales_n <= hi)
     centers = things.centers_n2[assigned]
     # Centre rescale in float32 then truncation toward zero, clamp with the original's off-by-one.
     ratio = torch.tensor([w / mask_size[1], h / mask_size[0]], dtype=torch.float32, device=centers.device)
@@ -293,13 +331,11 @@ def _assign_level(
     return heat, masks, classes, index
 
 
-def _stuff_level(gt_sem_chw: torch.Tensor, level_size, threshold: float):
-    """Soft score map at the level (clamp <= 1, < threshold -> 0) and the present classes (spec 5.1)."""
+def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float) -> torch.Tensor:
+    """Soft score map at the level (clamp <= 1, < threshold -> 0); present classes have a sum > 0."""
     scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
     scores = scores.clamp(max=1.0)
-    scores = torch.where(scores < threshold, torch.zeros_like(scores), scores)
-    present = torch.nonzero(scores.flatten(1).sum(-1) > 0).flatten()
-    return scores, present
+    return torch.where(scores < threshold, torch.zeros_like(scores), scores)
 
 
 def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: torch.Tensor):
@@ -317,11 +353,13 @@ def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: t
 def build_targets(
     samples: list[dict], outputs: HeadOutputs, padded_size: tuple[int, int], cfg: Config
 ) -> Targets:
-    """Samples (contract 1) + the network's output shapes -> `Targets` (spec 5, contract 8).
+    """Samples + the network's output shapes -> `Targets` (the original's `GenerateGT`).
 
     `padded_size` = (Hp, Wp) of the batch tensor (box sizes are scaled by level size / padded size,
     as the original). Level and mask sizes are read from `outputs`. Targets live on the device of
-    `outputs.mask_embedding` and carry no gradient.
+    `outputs.mask_embedding` and carry no gradient. Which instances each level takes and which
+    classes it sees depend on the data: they travel to the host in one transfer for the whole
+    batch, so that building the targets waits for the device once (docs/distributed_training.md).
     """
     tcfg = cfg.train.targets
     mcfg = cfg.model
@@ -335,28 +373,103 @@ def build_targets(
     kth, ncls = mcfg.num_thing_classes, mcfg.num_classes
     with_depth = bool(mcfg.depth.enabled)
     with torch.no_grad():
-        per_image = []
-        depths = []
+        things, gt_sems, depths = [], [], []
         for sample in samples:
-            things = _image_things(sample, tcfg.common_stride, kth, device)
-            gt_sem = _stuff_semantics(sample, ncls, tcfg.ignore_value, tcfg.common_stride, mask_size, device)
-            per_image.append((things, gt_sem))
+            things.append(_image_things(sample, tcfg.common_stride, kth, device))
+            gt_sems.append(
+                _stuff_semantics(sample, ncls, tcfg.ignore_value, tcfg.common_stride, mask_size, device)
+            )
             if with_depth:
                 if sample.get("depth") is None:
-                    path = sample.get("meta", {}).get("image_path", "<unknown image>")
-                    raise DataError(f"{path}: the depth branch is enabled but the sample has no depth map")
+                    raise DataError(
+                        f"{_path(sample)}: the depth branch is enabled but the sample has no depth map"
+                    )
                 depths.append(_depth_target(sample, tcfg.common_stride, mask_size, device))
         depth = torch.stack(depths) if with_depth else None
+        scores = [
+            [_stuff_scores(s, lsize, tcfg.stuff_score_threshold) for s in gt_sems] for lsize in level_sizes
+        ]
+        plan = _plan_on_host(samples, things, scores, tcfg.instance_scales, kth)
         levels = []
-        for lsize, srange in zip(level_sizes, tcfg.instance_scales):
+        for li, lsize in enumerate(level_sizes):
             things_l = [
-                _assign_level(t, srange, lsize, mask_size, padded_size, tcfg, kth) for t, _ in per_image
+                _assign_level(t, plan.assigned[li][b], lsize, mask_size, padded_size, tcfg, kth)
+                for b, t in enumerate(things)
             ]
-            stuff_l = [_stuff_level(s, lsize, tcfg.stuff_score_threshold) for _, s in per_image]
-            levels.append(
-                _stack_level(things_l, stuff_l, [s for _, s in per_image], mask_size, lsize, tcfg, depth)
-            )
-    return Targets(levels=levels, depth=depth, padded_size=tuple(padded_size), mask_size=mask_size)
+            stuff_l = [(scores[li][b], plan.present[li][b]) for b in range(len(samples))]
+            levels.append(_stack_level(things_l, stuff_l, gt_sems, mask_size, lsize, tcfg, depth))
+    return Targets(
+        levels=levels,
+        depth=depth,
+        padded_size=tuple(padded_size),
+        mask_size=mask_size,
+        thing_counts=plan.thing_counts,
+        stuff_counts=plan.stuff_counts,
+    )
+
+
+@dataclass
+class _HostPlan:
+    """What the host learns from the one transfer: per level and image, the assigned instances and
+    the present classes (as device index tensors) and their counts (as Python ints)."""
+
+    assigned: list[list[torch.Tensor]]
+    present: list[list[torch.Tensor]]
+    thing_counts: list[list[int]]
+    stuff_counts: list[list[int]]
+
+
+def _plan_on_host(
+    samples: list[dict], things: list[_ImageThings], scores: list[list[torch.Tensor]], scale_ranges, kth: int
+) -> _HostPlan:
+    """One device-to-host copy for the whole batch: class checks, level assignment, present classes."""
+    flags = [((t.classes_n < 0) | (t.classes_n >= kth)).any().view(1) for t in things]
+    flags += [_assigned(t, srange) for srange in scale_ranges for t in things]
+    flags += [level_scores[b].flatten(1).sum(-1) > 0 for level_scores in scores for b in range(len(things))]
+    host = torch.cat(flags).tolist()  # the single wait for the device
+    bad = [b for b in range(len(things)) if host[b]]
+    if bad:
+        raise DataError(f"{_path(samples[bad[0]])}: instance classes outside 0..{kth - 1}")
+    pos = len(things)
+    assigned_lists, present_lists = [], []
+    for _ in scale_ranges:
+        row = []
+        for t in things:
+            n = t.classes_n.numel()
+            row.append([i for i, keep in enumerate(host[pos : pos + n]) if keep])
+            pos += n
+        assigned_lists.append(row)
+    for level_scores in scores:
+        row = []
+        for b in range(len(things)):
+            c = level_scores[b].shape[0]
+            row.append([i for i, keep in enumerate(host[pos : pos + c]) if keep])
+            pos += c
+        present_lists.append(row)
+    device = things[0].classes_n.device if things else torch.device("cpu")
+    assigned, present = _indices_to_device([assigned_lists, present_lists], device)
+    return _HostPlan(
+        assigned=assigned,
+        present=present,
+        thing_counts=[[len(x) for x in row] for row in assigned_lists],
+        stuff_counts=[[len(x) for x in row] for row in present_lists],
+    )
+
+
+def _indices_to_device(nested: list[list[list[list[int]]]], device: torch.device) -> list:
+    """Nested lists of index lists -> the same nesting of int64 device tensors, from one host
+    buffer copied without waiting (pinned memory on CUDA)."""
+    flat = [idx for group in nested for row in group for idx in row]
+    buffer = index_tensor([i for idx in flat for i in idx], device)
+    parts = list(buffer.split([len(idx) for idx in flat]))
+    out, k = [], 0
+    for group in nested:
+        rows = []
+        for row in group:
+            rows.append(parts[k : k + len(row)])
+            k += len(row)
+        out.append(rows)
+    return out
 
 
 def _stack_level(

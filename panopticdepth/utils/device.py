@@ -36,3 +36,12 @@ def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
     if index >= count:
         raise DeviceError(f"device cuda:{index} requested, but this machine has {count} CUDA GPU(s)")
     return torch.device("cuda", index)
+
+
+def index_tensor(values: list[int], device: torch.device) -> torch.Tensor:
+    """int64 tensor of host-known indices on `device`, copied without making the host wait
+    (through pinned memory on CUDA): the index half of a one-transfer-per-step design."""
+    t = torch.tensor(values, dtype=torch.int64)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)

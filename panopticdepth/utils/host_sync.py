@@ -10,11 +10,13 @@ can bound them and benchmarks can print them.
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 # Calls that read device data on the host.
 _READS = {
@@ -54,11 +56,73 @@ def is_host_sync(func: Any, args: tuple, kwargs: dict) -> bool:
     return False
 
 
-class HostSyncCounter(TorchFunctionMode):
+_FACTORIES = {
+    torch.tensor, torch.as_tensor, torch.from_numpy, torch.zeros, torch.ones, torch.full,
+    torch.empty, torch.arange, torch.linspace, torch.rand, torch.randn, torch.randint, torch.eye,
+}  # fmt: skip
+
+
+def _tensors(obj: Any) -> list[torch.Tensor]:
+    return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
+
+
+class HostTensorTracker(TorchFunctionMode):
+    """Tells host tensors from device tensors when both are CPU tensors.
+
+    It treats the compute device as if it were an accelerator: a tensor made by `.cpu()`,
+    `.to("cpu")` or a factory call without `device=` or with `device="cpu"` (as PyTorch's optimizers
+    make their step counters, and data loaders their samples) is a host tensor, and so is anything
+    computed from one, until `.to(device)` with a `torch.device` moves it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._host: dict[int, weakref.ref] = {}
+
+    def is_host(self, t: torch.Tensor) -> bool:
+        ref = self._host.get(id(t))
+        return ref is not None and ref() is t
+
+    def _mark(self, out: Any, host: bool) -> None:
+        for t in _tensors(out):
+            key = id(t)
+            if host:
+                self._host[key] = weakref.ref(t, lambda _r, k=key: self._host.pop(k, None))
+            else:
+                self._host.pop(key, None)
+
+    def _track(self, func, args: tuple, kwargs: dict, out: Any) -> None:
+        if func is torch.Tensor.cpu:
+            self._mark(out, True)
+        elif func is torch.Tensor.to:
+            target = kwargs.get("device", args[1] if len(args) > 1 else None)
+            if isinstance(target, (str, torch.device)):
+                self._mark(out, isinstance(target, str) and target == "cpu")
+            elif isinstance(target, torch.Tensor):
+                self._mark(out, self.is_host(target))
+            else:  # dtype-only conversion keeps the mark
+                self._mark(out, any(self.is_host(t) for t in _tensors(args)))
+        elif func in _FACTORIES:
+            on_device = any(not self.is_host(t) for t in _tensors(args))  # as_tensor(device_tensor)
+            device = kwargs.get("device")
+            self._mark(
+                out, (device is None and not on_device) or (isinstance(device, str) and device == "cpu")
+            )
+        elif any(self.is_host(t) for t in _tensors((args, kwargs))):
+            self._mark(out, True)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        self._track(func, args, kwargs, out)
+        return out
+
+
+class HostSyncCounter(HostTensorTracker):
     """`with HostSyncCounter() as c: ...` then `c.count` and `c.by_op` (operation name -> count).
 
-    A call counts when its input lives on a device whose results the host must wait for; on the
-    CPU every tensor counts, since the same code on a GPU would wait.
+    A call counts when it reads a device tensor (`HostTensorTracker`): reading a host tensor, such
+    as an optimizer's step counter, costs no wait on a GPU either.
     """
 
     def __init__(self) -> None:
@@ -68,7 +132,12 @@ class HostSyncCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if is_host_sync(func, args, kwargs):
+        reads_device = args and isinstance(args[0], torch.Tensor) and not self.is_host(args[0])
+        if not args or not isinstance(args[0], torch.Tensor):  # torch.nonzero(t), torch.unique(t), ...
+            reads_device = any(not self.is_host(t) for t in _tensors(args[:1]))
+        if reads_device and is_host_sync(func, args, kwargs):
             self.count += 1
             self.by_op[getattr(func, "__name__", str(func))] += 1
-        return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        self._track(func, args, kwargs, out)
+        return out

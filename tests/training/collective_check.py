@@ -1,79 +1,22 @@
 """Test harness: run the engine's collectives through checking wrappers in one process.
 
 A CPU has no second device, so a tensor moved to the host before a collective looks like any other
-CPU tensor. `HostTensorTracker` gives host tensors a visible mark instead: it treats the rank's
-training device as if it were an accelerator and marks every tensor that comes from `.cpu()`,
-`.to("cpu")`, `.numpy()`-style round trips or a factory call without `device=`, and everything
-computed from such a tensor, until `.to(device)` moves it (a `torch.device` object, as the engine
-passes its rank's device; the string "cpu" counts as a move to the host). `FakeCollectives` stands in for a
-2-rank process group (sums double, objects are echoed) and fails on any marked tensor, so a
-`.cpu()` before a collective fails a test here as NCCL would fail it on a GPU cluster.
+CPU tensor. `panopticdepth.utils.host_sync.HostTensorTracker` gives host tensors a visible mark
+instead (`.cpu()`, `.to("cpu")`, factories without `device=`, and what is computed from them,
+until `.to(device)` with the rank's `torch.device`). `FakeCollectives` stands in for a 2-rank
+process group (sums double, objects are echoed) and fails on any marked tensor, so a `.cpu()`
+before a collective fails a test here as NCCL would fail it on a GPU cluster.
 """
 
 from __future__ import annotations
 
-import weakref
 from contextlib import ExitStack
 from unittest import mock
 
 import torch
 import torch.distributed as dist
-from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_flatten
 
-_FACTORIES = {
-    torch.tensor, torch.as_tensor, torch.from_numpy, torch.zeros, torch.ones, torch.full,
-    torch.empty, torch.arange, torch.linspace, torch.rand, torch.randn, torch.randint, torch.eye,
-}  # fmt: skip
-
-
-class HostTensorTracker(TorchFunctionMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self._host: dict[int, weakref.ref] = {}
-
-    def is_host(self, t: torch.Tensor) -> bool:
-        ref = self._host.get(id(t))
-        return ref is not None and ref() is t
-
-    def _mark(self, out, host: bool) -> None:
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
-                continue
-            key = id(t)
-            if host:
-                self._host[key] = weakref.ref(t, lambda _r, k=key: self._host.pop(k, None))
-            else:
-                self._host.pop(key, None)
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func is torch.Tensor.cpu:
-            self._mark(out, True)
-        elif func is torch.Tensor.to:
-            target = kwargs.get("device", args[1] if len(args) > 1 else None)
-            if isinstance(target, (str, torch.device)):
-                # The training device is a torch.device object; the literal "cpu" means the host.
-                self._mark(out, isinstance(target, str) and target == "cpu")
-            elif isinstance(target, torch.Tensor):
-                self._mark(out, self.is_host(target))
-            else:  # dtype-only conversion keeps the mark
-                self._mark(
-                    out, any(self.is_host(t) for t in tree_flatten(args)[0] if isinstance(t, torch.Tensor))
-                )
-        elif func in _FACTORIES:
-            self._mark(out, "device" not in kwargs and not _has_tensor_on_device(args, self))
-        else:
-            inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
-            if any(self.is_host(t) for t in inputs):
-                self._mark(out, True)
-        return out
-
-
-def _has_tensor_on_device(args, tracker: HostTensorTracker) -> bool:
-    """torch.as_tensor(device_tensor) keeps the tensor where it is."""
-    return any(isinstance(a, torch.Tensor) and not tracker.is_host(a) for a in tree_flatten(args)[0])
+from panopticdepth.utils.host_sync import HostTensorTracker
 
 
 class FakeCollectives:
