@@ -10,7 +10,9 @@ Per input frame, in `--output`:
   (train id), `score` float32, `is_thing` bool, `area` int64 (pixels);
 * with `--vis`, `<stem>_vis.png` (panel); with `--pointcloud`, `<stem>.ply` (coloured points).
 
-Frames of a video get the stem `<videostem>_<frame:06d>`.
+Frames of a video get the stem `<videostem>_<frame:06d>`. Within a video or a frame folder, thing
+instance ids follow the objects from frame to frame (`modeling/tracking.py`; `--no-track` turns it
+off) in every format; `--vis-video` writes `<sequence>_vis.mp4` of the panels (`cli/video.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import add_config_arguments
+from .video import PanelVideos, SequenceTracking, add_tracking_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--batch-size", type=int, default=1, metavar="N", help="images per forward pass (default 1)"
     )
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    add_tracking_arguments(p, panels=True)
     add_config_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -155,12 +159,16 @@ def run(args: argparse.Namespace) -> int:
     bar = progress(total=count_frames(items), desc="predict", unit="img")
     pending = []
     done = 0
+    # Video: batched inference, then tracking and panel videos in frame order.
+    track, videos = SequenceTracking.from_args(args), PanelVideos.from_args(out_dir, args)
 
     def flush() -> None:
         nonlocal done
         results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
         for frame, result in zip(pending, results):
+            result = track(frame.sequence, result)
             write_outputs(out_dir, frame.stem, frame.image, result, args)
+            videos.add(frame, result)
         done += len(pending)
         bar.update(len(pending))
         pending.clear()
@@ -171,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
             flush()
     if pending:
         flush()
+    videos.close()
     bar.close()
     logger.info("wrote predictions for %d frame(s) to %s", done, out_dir)
     return 0
