@@ -55,8 +55,8 @@ class SequenceTracking:
         return cls(not args.no_track, args.track_memory, getattr(args, "intrinsics", None))
 
     def __call__(self, sequence: Hashable, result: Any) -> Any:
-        if not self.enabled or sequence is None:
-            return result
+        if not self.enabled or sequence is None or getattr(result, "segments", None) is None:
+            return result  # nothing to track (no sequence, or a result without a segment list)
         from ..io.pointcloud import parse_intrinsics
         from ..modeling.tracking import Tracker
 
