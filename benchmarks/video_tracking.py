@@ -8,6 +8,10 @@ protocol, lambda = 0.5 / 0.25 / 0.1) once per way of labelling instances:
 * per-frame: the network's own ids (what PanopticDepth outputs);
 * tracked: the default tracker; and, to see which cue carries it, kernels only, position only,
   and no memory of lost tracks;
+* GT ids: each of the network's thing segments takes the id of the ground-truth object it covers
+  (IoU > 0.5), i.e. perfect association of the well-detected segments, to tell association errors
+  from detection errors (not a strict ceiling: segments matching no object keep per-frame ids
+  there, while a tracker may still link them);
 * GT segments (optional, `--gt-segments`): perfect segments and depth with per-frame ids in a
   shuffled order, tracked by position only: association errors alone.
 
@@ -79,6 +83,25 @@ def gt_result(frame, rng: np.random.Generator) -> PanopticDepthResult:
     return relabel(result, new)
 
 
+def gt_ids(result: PanopticDepthResult, frame) -> PanopticDepthResult:
+    """The network's segments renamed after the ground-truth object they match (IoU > 0.5); the
+    others get ids 500+ (never a ground-truth id of these scenes)."""
+    pan = result.panoptic.cpu().numpy()
+    gt = frame.panoptic
+    new = {}
+    for i, s in enumerate(result.segments):
+        if not s.is_thing:
+            continue
+        m = pan == s.id
+        vals, cnt = np.unique(gt[m], return_counts=True)
+        k = int(np.argmax(cnt))
+        g = int(vals[k])
+        union = int(m.sum()) + int((gt == g).sum()) - int(cnt[k])
+        ok = g // 1000 == s.category and g % 1000 and cnt[k] / union > 0.5
+        new[i] = g if ok else s.category * 1000 + 500 + s.instance
+    return relabel(result, new)
+
+
 def to_eval(result, num_classes: int = 19):
     pred = result.panoptic.cpu().numpy().astype(np.int64)
     pred[(pred < 0) | (pred // 1000 >= num_classes)] = VOID
@@ -144,6 +167,7 @@ def main() -> None:
     predictor = Predictor.from_dir(args.weights, with_instance_masks=False, with_sem_seg=False)
     intr = default_intrinsics(h, w)
     variants = dict(VARIANTS)
+    variants["GT ids (segments with IoU > 0.5)"] = "gt-ids"
     if args.gt_segments:
         variants["GT segments, per-frame ids"] = "gt-per-frame"
         variants["GT segments, tracked (position only)"] = "gt-tracked"
@@ -164,6 +188,8 @@ def main() -> None:
                 labelled = gt_results
             elif run == "gt-tracked":
                 labelled = tracked(TrackerConfig(kernel_weight=0.0))(gt_results, intr)
+            elif run == "gt-ids":
+                labelled = [gt_ids(r, f) for r, f in zip(results, frames)]
             else:
                 labelled = run(results, intr)
             preds = []

@@ -44,16 +44,21 @@ _NEVER = -1e6  # affinity of pairs that must not match (different category)
 
 @dataclass
 class TrackerConfig:
-    """Association settings; the defaults suit Cityscapes-DVPS-like frame intervals (~0.3 s)."""
+    """Association settings; the defaults suit Cityscapes-DVPS-like frame intervals (~0.3 s).
 
-    kernel_weight: float = 0.5  # w: share of the kernel cosine in the affinity (rest: 3D position)
+    Chosen on synthetic tuning sequences (not the benchmark's): with the small demo model the
+    kernel cosine of one object in consecutive frames is 0.98-1.0 (10th-90th percentile), that of
+    two objects of one class 0.34-0.81, so the kernels carry most of the weight.
+    """
+
+    kernel_weight: float = 0.7  # w: share of the kernel cosine in the affinity (rest: 3D position)
     match_threshold: float = 0.5  # pairs with a lower affinity are never matched
     position_sigma: float = 1.0  # sigma_0, metres
     position_sigma_rel: float = 0.1  # sigma_rel, fraction of the segment's depth
     memory: int = 3  # frames a lost track is kept (it may return within them)
     kernel_momentum: float = 0.5  # weight of the track's kernel against the new segment's
     velocity_momentum: float = 0.5  # same for the velocity
-    anchor_similarity: float = 0.8  # kernel cosine of a match trusted for the camera-motion estimate
+    anchor_similarity: float = 0.9  # kernel cosine of a match trusted for the camera-motion estimate
     max_instance_id: int = 255
     nominal_depth: float = 10.0  # metres, for a model without depth (the position cue is then angular)
 

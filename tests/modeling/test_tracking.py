@@ -128,12 +128,15 @@ def test_camera_motion_is_compensated():
     a = make_frame([(CAR, i + 1, k[i], boxes[i], z0[i]) for i in range(4)])
     moved = [_approach(boxes[i], z0[i], z0[i] - 3.0) for i in range(4)]
     b = make_frame([(CAR, 4 - i, noisy[i], moved[i], z0[i] - 3.0) for i in range(4)])
-    tight = TrackerConfig(position_sigma=0.3, position_sigma_rel=0.0)
+    # Equal weights: the kernel cosine (about 0.96) alone stays below the match threshold.
+    tight = TrackerConfig(kernel_weight=0.5, position_sigma=0.3, position_sigma_rel=0.0)
     out = track_sequence([a, b], tight, INTR)
     for i in range(4):
         assert _id_at(out[1], *_centre(moved[i])) == _id_at(out[0], *_centre(boxes[i]))
     # Without the camera-motion estimate (no confident kernel anchors) the same frames lose the ids.
-    blind = TrackerConfig(position_sigma=0.3, position_sigma_rel=0.0, anchor_similarity=1.5)
+    blind = TrackerConfig(
+        kernel_weight=0.5, position_sigma=0.3, position_sigma_rel=0.0, anchor_similarity=1.5
+    )
     out = track_sequence([a, b], blind, INTR)
     assert all(_id_at(out[1], *_centre(moved[i])) != _id_at(out[0], *_centre(boxes[i])) for i in range(4))
 
