@@ -5,7 +5,9 @@
   (so two touching cars stay apart) and segment boundaries are drawn as white outlines.
 * `colorize_depth`: metres -> colour (matplotlib colour map, near = bright), invalid (0) = black.
 * `save_panel`: one PNG per image with the input, the panoptic segmentation and the depth map
-  (with a colour bar in metres), and the ground truth beside the prediction when given.
+  (with a colour bar in metres), and the ground truth beside the prediction when given;
+  `panel_image` returns it as an array (the frames of `predict --vis-video`). With tracked ids a
+  track keeps its colour from frame to frame, since the colour depends only on the id.
 
 Everything is drawn with matplotlib's object API on an Agg canvas (no pyplot state), so it is
 safe in scripts, tests and worker threads without a display.
@@ -146,7 +148,7 @@ def save_colorized_depth(path: str | os.PathLike, depth: Any, max_depth: float =
     return write_image_rgb(path, colorize_depth(depth, max_depth=max_depth))
 
 
-def _auto_max_depth(*depths: np.ndarray | None) -> float:
+def auto_max_depth(*depths: np.ndarray | None) -> float:
     """A round colour-bar top covering the 99th percentile of every valid depth shown."""
     vals = [d[np.isfinite(d) & (d > 0)] for d in depths if d is not None]
     vals = [v for v in vals if v.size]
@@ -184,6 +186,31 @@ def save_panel(
     optional dict with numpy `panoptic` (ids, void 32000) and/or `depth` (metres, 0 invalid).
     `max_depth=None` picks a round colour-bar top shared by the prediction and the ground truth.
     """
+    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    return path
+
+
+def panel_image(
+    image_rgb: Any,
+    result: Any,
+    gt: dict | None = None,
+    max_depth: float | None = None,
+    title: str | None = None,
+    dpi: int = 100,
+) -> np.ndarray:
+    """The panel of `save_panel` as an (H, W, 3) uint8 RGB array (frames of a video).
+
+    Keep `max_depth` fixed over a video so that one colour means one depth in every frame.
+    """
+    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi)
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+
+
+def _panel_figure(image_rgb: Any, result: Any, gt: dict | None, max_depth: float | None, title, dpi: int):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -196,7 +223,7 @@ def save_panel(
     gt_depth = None if gt.get("depth") is None else _to_numpy(gt["depth"]).astype(np.float32)
     has_gt = gt_pan is not None or gt_depth is not None
     if max_depth is None:
-        max_depth = _auto_max_depth(pred_depth, gt_depth)
+        max_depth = auto_max_depth(pred_depth, gt_depth)
 
     h, w = image.shape[:2]
     rows = 2 if has_gt else 1
@@ -247,11 +274,7 @@ def save_panel(
     cax = fig.add_axes((boxes[0].x1 + 0.008, y0, 0.012, y1 - y0))
     bar = fig.colorbar(ScalarMappable(norm=norm, cmap=DEPTH_CMAP), cax=cax)
     bar.set_label("depth [m]")
-
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return path
+    return fig
 
 
 def render_pointcloud(

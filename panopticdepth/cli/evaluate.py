@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import DataError, PanopticDepthError
 from .common import add_config_arguments
+from .video import SequenceTracking, add_tracking_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def register(sub) -> argparse.ArgumentParser:
         default="auto",
         help="--weights: auto (a CUDA GPU when there is one, else the CPU), cpu, cuda or cuda:N",
     )
+    add_tracking_arguments(p)  # --weights: thing ids tracked through each sequence (DVPQ, k > 1)
     add_config_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -217,10 +219,12 @@ def _run_model(args: argparse.Namespace) -> dict:
     )
     n = len(dataset) if args.limit is None else min(len(dataset), args.limit)
     max_depth = float(cfg.eval.max_depth)
+    track = SequenceTracking.from_args(args)  # frames of a sequence come in order
     for i in progress(range(n), desc="evaluate", unit="image"):
         sample = dataset[i]
         image = sample["image"].permute(1, 2, 0).numpy()
         result = predictor.predict(np.ascontiguousarray(image))
+        result = track(sample.get("meta", {}).get("sequence"), result)
         pred = _numpy(result.panoptic).astype(np.int64)
         # Unassigned pixels (negative or category >= num_classes) are void for the evaluator.
         pred[(pred < 0) | (pred // 1000 >= cfg.model.num_classes)] = 32000

@@ -14,7 +14,9 @@ With `--format coco-panoptic` the panoptic result goes to `panoptic.json` + `pan
 instead of `<stem>_panoptic.png`: the COCO-panoptic files of Cityscapes' panoptic evaluation, with
 Cityscapes label ids as categories (`panopticdepth.io.coco_panoptic`); the other files are unchanged.
 
-Frames of a video get the stem `<videostem>_<frame:06d>`.
+Frames of a video get the stem `<videostem>_<frame:06d>`. Within a video or a frame folder, thing
+instance ids follow the objects from frame to frame (`modeling/tracking.py`; `--no-track` turns it
+off) in every format; `--vis-video` writes `<sequence>_vis.mp4` of the panels (`cli/video.py`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import add_config_arguments
+from .video import PanelVideos, SequenceTracking, add_tracking_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="exit 0 even if some inputs fail (they are still listed); without it, any failure exits 1 "
         "after every other input is written",
     )
+    add_tracking_arguments(p, panels=True)
     add_config_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -190,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
     pending = []
     done = 0
     failures: list[str] = []
+    # Video: batched inference, then tracking and panel videos in frame order.
+    track, videos = SequenceTracking.from_args(args), PanelVideos.from_args(out_dir, args)
 
     def failed(where: str, err: BaseException) -> None:
         text = user_message(err) if isinstance(err, PanopticDepthError) else f"{type(err).__name__}: {err}"
@@ -201,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
         nonlocal done
         for frame, result in zip(frames, results):
             try:
+                result = track(frame.sequence, result)
                 write_outputs(out_dir, frame.stem, frame.image, result, args)
+                videos.add(frame, result)
                 if coco is not None:
                     coco.add(frame.stem, result.panoptic.cpu().numpy())
                 done += 1
@@ -230,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
             flush()
     if pending:
         flush()
+    videos.close()
     bar.close()
     if coco is not None:
         logger.info("wrote %s", coco.close())

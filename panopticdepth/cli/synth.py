@@ -37,6 +37,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--size", type=parse_size, default=(256, 512), metavar="HxW", help="image size (default 256x512)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    v = p.add_argument_group("moving sequences (video: camera driving, things moving, ids kept per sequence)")
+    v.add_argument(
+        "--moving",
+        action="store_true",
+        help="write moving sequences instead of independent scenes; --num counts frames (a multiple of N)",
+    )
+    v.add_argument("--sequence-length", type=int, default=6, metavar="N",
+                   help="frames per sequence (default 6, as Cityscapes-DVPS)")  # fmt: skip
+    v.add_argument("--frame-step", type=int, default=5, metavar="N",
+                   help="video frames between written frames (default 5, as Cityscapes-DVPS)")  # fmt: skip
+    v.add_argument("--fps", type=float, default=17.0, help="video frame rate in Hz (default 17)")
     p.set_defaults(func=run)
     return p
 
@@ -47,6 +58,25 @@ def run(args: argparse.Namespace) -> int:
     if args.num < 1:
         raise PanopticDepthError(f"--num must be >= 1 (got {args.num})")
     h, w = args.size
+    if args.moving:
+        return _run_moving(args, h, w)
     folder = write_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
     print(f"wrote {args.num} frames of height {h} x width {w} (--size {h}x{w}) to {folder}")
+    return 0
+
+
+def _run_moving(args: argparse.Namespace, h: int, w: int) -> int:
+    from ..data.synthetic import write_sequences
+
+    length = args.sequence_length
+    if length < 1 or args.frame_step < 1 or args.fps <= 0:
+        raise PanopticDepthError("--sequence-length and --frame-step must be >= 1 and --fps > 0")
+    if args.num % length:
+        raise PanopticDepthError(f"--num ({args.num}) must be a multiple of --sequence-length ({length})")
+    n_seq = args.num // length
+    folder = write_sequences(
+        args.out, args.split, n_seq, length, height=h, width=w, seed=args.seed,
+        frame_step=args.frame_step, fps=args.fps,
+    )  # fmt: skip
+    print(f"wrote {n_seq} moving sequences of {length} frames ({w}x{h}) to {folder}")
     return 0

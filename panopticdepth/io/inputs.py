@@ -1,8 +1,11 @@
 """Input iteration for `predict`: image files, folders / image sequences, glob patterns and videos.
 
 Every frame comes out as an `InputFrame` with a unique output stem: an image's file stem, or
-`<videostem>_<frame:06d>` for the frames of a video. Videos are decoded with PyAV (`av`, optional
-dependency, imported only when a video is given).
+`<videostem>_<frame:06d>` for the frames of a video, and a sequence key for tracking: the video's
+path, or the folder's (pattern's) name for the images of a folder or glob, split further by the
+leading `SSSSSS_FFFFFF_` sequence field of Cityscapes-DVPS-style names. Images given one by one
+belong to no sequence. Videos are decoded with PyAV (`av`, optional dependency, imported only when
+a video is given).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ class InputFrame:
     image: np.ndarray  # (H, W, 3) uint8 RGB
     source: Path  # image or video file
     frame: int | None = None  # frame index within a video
+    sequence: str | None = None  # frames of one sequence come in order; None: a lone image
 
 
 @dataclass
@@ -39,6 +44,7 @@ class InputItem:
 
     path: Path
     is_video: bool
+    group: str | None = None  # folder or glob the image came from (its frames form sequences)
 
 
 def _is_image(path: Path) -> bool:
@@ -58,7 +64,7 @@ def resolve_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
             found = sorted(p for p in path.rglob("*") if p.is_file() and (_is_image(p) or _is_video(p)))
             if not found:
                 raise DataError(f"{path}: folder contains no image or video files")
-            items.extend(InputItem(p, _is_video(p)) for p in found)
+            items.extend(InputItem(p, _is_video(p), path.name or str(path)) for p in found)
         elif path.is_file():
             if _is_video(path):
                 items.append(InputItem(path, True))
@@ -71,10 +77,22 @@ def resolve_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
             found = [p for p in found if p.is_file() and (_is_image(p) or _is_video(p))]
             if not found:
                 raise DataError(f"{spec}: pattern matches no image or video file")
-            items.extend(InputItem(p, _is_video(p)) for p in found)
+            group = Path(str(spec).split("*")[0] or ".").name or "frames"
+            items.extend(InputItem(p, _is_video(p), group) for p in found)
         else:
             raise DataError(f"{path}: input not found")
     return items
+
+
+_SEQUENCE_FIELD = re.compile(r"^(\d+)_\d+_")
+
+
+def image_sequence(item: InputItem) -> str | None:
+    """Sequence name of an image input (None for an image given by itself)."""
+    if item.group is None:
+        return None
+    m = _SEQUENCE_FIELD.match(item.path.stem)
+    return f"{item.group}_{m.group(1)}" if m else item.group
 
 
 def _open_video(path: Path):
@@ -148,10 +166,11 @@ def iter_frames(
         try:
             if item.is_video:
                 for k, frame in enumerate(iter_video(item.path)):
-                    yield InputFrame(unique(f"{item.path.stem}_{k:06d}"), frame, item.path, k)
+                    stem = unique(f"{item.path.stem}_{k:06d}")
+                    yield InputFrame(stem, frame, item.path, k, sequence=f"{item.path}")
             else:
                 image = read_image_rgb(item.path, exif_transpose=True)
-                yield InputFrame(unique(item.path.stem), image, item.path)
+                yield InputFrame(unique(item.path.stem), image, item.path, sequence=image_sequence(item))
         except DataError as err:
             if on_error is None:
                 raise

@@ -60,3 +60,5 @@ class PanopticDepthResult:
     instance_classes: torch.Tensor | None = None  # (N,) thing index 0..7, in score order
     instance_scores: torch.Tensor | None = None  # (N,)
     instance_masks: torch.Tensor | None = None  # (N, H, W) bool
+    # (len(segments), C) projected mask kernel of each segment, row i = segments[i] (tracking cue).
+    segment_kernels: torch.Tensor | None = None

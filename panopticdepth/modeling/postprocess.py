@@ -65,6 +65,7 @@ class ThingInstances:
     scores: torch.Tensor  # (M,) rescored
     depth_kernels: torch.Tensor | None  # (M, E)
     probs_lowres: torch.Tensor  # (M, H4, W4) sigmoid mask probabilities at 1/4 resolution
+    kernels: torch.Tensor | None = None  # (M, C) projected mask kernels (identity cue for tracking)
 
 
 def rescore_things(
@@ -79,7 +80,7 @@ def rescore_things(
     order = order[scores[order] >= min_score]
     order = order[torch.argsort(scores[order], descending=True)][:top_num]
     dk = None if things.depth_kernels is None else things.depth_kernels[order]
-    return ThingInstances(things.classes[order], scores[order], dk, probs[order])
+    return ThingInstances(things.classes[order], scores[order], dk, probs[order], things.kernels[order])
 
 
 @dataclass
@@ -261,9 +262,11 @@ def _build_result(
     stuff_cats = host[slots + 2 * num_things : slots + 2 * num_things + num_stuff]
     stuff_scores = host[slots + 2 * num_things + num_stuff :]
     segments: list[Segment] = []
+    slot_rows: list[int] = []
     for k in range(slots):
         if areas_k[k] == 0:
             continue
+        slot_rows.append(k)
         if k < num_things:
             cat, instance, score = int(thing_cats[k]), k + 1, float(thing_scores[k])
         else:
@@ -278,10 +281,31 @@ def _build_result(
         segments=segments,
         segment_ids=seg_hw,
         sem_seg_probs=sem_shw,
+        segment_kernels=_segment_kernels(merge, inst, stuff, slot_rows, cfg.num_classes),
         instance_classes=inst.classes,
         instance_scores=inst.scores,
         instance_masks=instance_masks,
     )
+
+
+def _segment_kernels(
+    merge: MergeResult, inst: ThingInstances, stuff: KernelSet, slot_rows: list[int], num_classes: int
+) -> torch.Tensor | None:
+    """(len(segments), C) mask kernel of each kept segment: what a tracker compares across frames.
+
+    Stuff classes that won pixels without a kernel of their own get a zero row.
+    """
+    if inst.kernels is None:
+        return None
+    c = stuff.kernels.shape[1]
+    device = stuff.kernels.device
+    stuff_rows = torch.full((num_classes,), -1, dtype=torch.long, device=device)
+    stuff_rows[stuff.classes] = torch.arange(len(stuff), device=device)
+    rows = stuff_rows[merge.accepted_stuff]
+    stuff_k = torch.zeros((rows.numel(), c), dtype=stuff.kernels.dtype, device=device)
+    stuff_k[rows >= 0] = stuff.kernels[rows[rows >= 0]]
+    slots_k = torch.cat([inst.kernels[merge.accepted_things].to(stuff_k.dtype), stuff_k])
+    return slots_k[torch.tensor(slot_rows, dtype=torch.long, device=device)]
 
 
 def postprocess(

@@ -122,3 +122,20 @@ def test_nothing_predicted_falls_back_to_road():
         assert res.instance_classes.numel() == 0 and res.instance_masks.shape == (0, 30, 60)
         if depth_on:
             assert (res.depth == 0).all()  # road has no depth kernel: 0 = no depth
+
+
+def test_segment_kernels_follow_the_segment_list():
+    """Row i of `segment_kernels` is the projected mask kernel of `segments[i]` (tracking cue)."""
+    from panopticdepth.modeling.mask_generation import mask_logits
+    from panopticdepth.modeling.postprocess import postprocess_image
+
+    res, details = postprocess_image(_outputs(), 0, MODEL, _cfg(), (32, 64))
+    assert res.segment_kernels.shape == (len(res.segments), C)
+    rows = {s.id: k for s, k in zip(res.segments, res.segment_kernels)}
+    car_kernel = details.instances.kernels[details.merge.accepted_things[0]]
+    assert torch.equal(rows[13001], car_kernel)
+    road_row = details.kernels.stuff.classes.tolist().index(0)
+    assert torch.equal(rows[0], details.kernels.stuff.kernels[road_row])
+    # The car's kernel applied to the mask embedding (Eq. 2) is positive on its box only.
+    logits = mask_logits(rows[13001][None], _outputs().mask_embedding[0])[0]
+    assert bool((logits[BOX] > 0).all()) and float((logits > 0).float().sum()) == logits[BOX].numel()

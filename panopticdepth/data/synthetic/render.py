@@ -89,6 +89,8 @@ def _planes(scene: Scene, d: np.ndarray):
     t = np.repeat(tg_r[:, None], w, axis=1)
     with np.errstate(invalid="ignore"):
         gx, gz_r = tg_r[:, None] * dx_c[None, :], tg_r * dz_r
+    if scene.z_offset:  # texture in world coordinates: markings slide past a driving camera
+        gz_r = gz_r + np.float32(scene.z_offset)
     on_road = (gx >= scene.road_left) & (gx <= scene.road_right)
     between = (gx > scene.facades[0].x) & (gx < scene.facades[1].x)
     sidewalk = between & ~on_road

@@ -53,6 +53,12 @@ class Scene:
     ids: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
     hood_rows: float = 0.06  # fraction of the image height covered by the ego-vehicle hood (VOID)
+    # How each thing instance may move in a sequence (`motion.py`): panoptic id -> (kind, lane index);
+    # kind is "lane" (drives with its lane's traffic), "parked", "walk" (along the sidewalk) or
+    # "cross" (across the road). Recording it draws nothing from the generator.
+    roles: dict[int, tuple[str, int]] = field(default_factory=dict)
+    # Distance the camera has driven along Z; shifts the road texture with the world (`motion.py`).
+    z_offset: float = 0.0
 
 
 class _Boxes:
@@ -64,11 +70,20 @@ class _Boxes:
         self.ids: list[int] = []
         self.colors: list[np.ndarray] = []
         self.next_instance: dict[int, int] = {}
+        self.roles: dict[int, tuple[str, int]] = {}
+        self._untagged: list[int] = []
 
     def new_id(self, train_id: int) -> int:
         n = self.next_instance.get(train_id, 1)
         self.next_instance[train_id] = n + 1
+        self._untagged.append(train_id * LABEL_DIVISOR + n)
         return train_id * LABEL_DIVISOR + n
+
+    def tag(self, kind: str, lane: int = -1) -> None:
+        """Give every instance created since the last tag the motion role (kind, lane)."""
+        for pid in self._untagged:
+            self.roles[pid] = (kind, lane)
+        self._untagged.clear()
 
     def add(self, x0: float, x1: float, y0: float, y1: float, z0: float, z1: float, pid: int, color) -> None:
         self.lo.append([x0, y0, z0])
@@ -185,7 +200,7 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     lane_centres = [-LANE_WIDTH * i for i in range(n_left + 1)] + [
         LANE_WIDTH * (i + 1) for i in range(n_right)
     ]
-    for xc in lane_centres:
+    for lane, xc in enumerate(lane_centres):
         z = rng.uniform(7.0, 14.0) if xc == 0 else rng.uniform(3.5, 12.0)
         while z < 45.0:
             x = xc + rng.uniform(-0.4, 0.4)
@@ -198,12 +213,14 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
             else:
                 _two_wheeler(b, rng, x, z, rng.choice(["bicycle", "motorcycle"]))
                 z += 2.2
+            b.tag("lane", lane)
             z += rng.uniform(1.2, 9.0)
     # Parked cars along the kerbs.
     for kerb, side in ((road_left, 1.0), (road_right, -1.0)):
         z = rng.uniform(3.0, 10.0)
         while z < 40.0 and rng.random() < 0.6:
             _car(b, rng, kerb + side * 1.05, z)
+            b.tag("parked")
             z += 4.8 + rng.uniform(0.5, 6.0)
     # Pedestrians on the sidewalks (a few crossing the road).
     for _ in range(int(rng.integers(4, 11))):
@@ -212,12 +229,15 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
             x = rng.uniform(road_left - walk_l + 0.4, road_left - 0.3)
         else:
             x = rng.uniform(road_right + 0.3, road_right + walk_r - 0.4)
-        if rng.random() < 0.25:  # crossing the road
+        crossing = rng.random() < 0.25
+        if crossing:
             x = rng.uniform(road_left, road_right)
         _person(b, rng, x, rng.uniform(4.0, 25.0))
+        b.tag("cross" if crossing else "walk")
     # Pedestrians crossing in front of the first cars (persons must be learnable, not only hidden).
     for _ in range(int(rng.integers(0, 3))):
         _person(b, rng, rng.uniform(-3.5, 3.0), rng.uniform(4.5, 6.5))
+        b.tag("cross")
     # Poles with signs / lights, and trees, on the sidewalks near the kerb.
     for kerb, side in ((road_left, -1.0), (road_right, 1.0)):
         z = rng.uniform(3.0, 15.0)
@@ -255,4 +275,5 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     scene.hi = np.array(b.hi, np.float32).reshape(-1, 3)
     scene.ids = np.array(b.ids, np.int32)
     scene.colors = np.array(b.colors, np.float32).reshape(-1, 3)
+    scene.roles = b.roles
     return scene

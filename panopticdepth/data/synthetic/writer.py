@@ -1,4 +1,8 @@
-"""Write synthetic frames in the Cityscapes-DPS layout (spec §8.3) with the index JSON."""
+"""Write synthetic frames in the Cityscapes-DPS layout with the index JSON.
+
+`write_dataset` writes independent scenes (image training); `write_sequences` writes moving
+sequences (`motion.py`) whose ground-truth instance ids are kept across the frames of a sequence.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import numpy as np
 from ...io.formats import write_depth, write_image_rgb, write_panoptic_ids
 from ...utils.files import atomic_write_text
 from ...utils.progress import progress
+from .motion import CITYSCAPES_FPS, CITYSCAPES_FRAME_STEP, frame_interval, sample_motion, scene_at
 from .render import Rendered, render
 from .scene import sample_scene
 
@@ -31,6 +36,41 @@ def generate(seed: int, index: int, height: int = 256, width: int = 512) -> Rend
     rng = np.random.default_rng([int(seed), int(index)])
     scene = sample_scene(rng, height, width)
     return render(scene, rng)
+
+
+def sequence_prefix(sequence: int, frame: int, frame_step: int = CITYSCAPES_FRAME_STEP) -> str:
+    """`SSSSSS_FFFFFF_synthmove_SSSSSS_VVVVVV` like Cityscapes-DVPS' names (V = video frame number)."""
+    return f"{sequence:06d}_{frame:06d}_synthmove_{sequence:06d}_{frame * frame_step:06d}"
+
+
+def generate_sequence(
+    seed: int,
+    sequence: int,
+    length: int = FRAMES_PER_SEQUENCE,
+    height: int = 256,
+    width: int = 512,
+    frame_step: int = CITYSCAPES_FRAME_STEP,
+    fps: float = CITYSCAPES_FPS,
+) -> list[Rendered]:
+    """Frames of moving sequence `sequence`: a pure function of the arguments.
+
+    One scene per sequence (ids stay), one texture-noise draw per frame. The streams differ from
+    `generate`'s, so sequence 0 is not image 0.
+    """
+    if length < 1:
+        raise ValueError(f"a sequence needs at least one frame (got {length})")
+    dt = frame_interval(frame_step, fps)
+    rng = np.random.default_rng([int(seed), int(sequence), _SEQUENCE_STREAM])
+    scene = sample_scene(rng, height, width)
+    motion = sample_motion(scene, rng, duration=dt * (length - 1))
+    frames = []
+    for f in range(length):
+        noise = np.random.default_rng([int(seed), int(sequence), _SEQUENCE_STREAM, f])
+        frames.append(render(scene_at(scene, motion, f * dt), noise))
+    return frames
+
+
+_SEQUENCE_STREAM = 1729  # keeps the sequences' random streams apart from the images' [seed, index]
 
 
 def split_dir(out: str | os.PathLike, split: str) -> Path:
@@ -61,6 +101,29 @@ def write_dataset(
     entries = []
     for i in progress(range(num), desc=f"synth {split}", unit="img"):
         entries.append(write_frame(folder, synth_prefix(i), generate(seed, i, height, width)))
+    index = folder.parent / f"dvps_cityscapes_{split}.json"
+    atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
+    return folder
+
+
+def write_sequences(
+    out: str | os.PathLike,
+    split: str,
+    num_sequences: int,
+    length: int = FRAMES_PER_SEQUENCE,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    frame_step: int = CITYSCAPES_FRAME_STEP,
+    fps: float = CITYSCAPES_FPS,
+) -> Path:
+    """Write `num_sequences` moving sequences of `length` frames like `write_dataset` does frames."""
+    folder = split_dir(out, split)
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for s in progress(range(num_sequences), desc=f"synth {split} sequences", unit="seq"):
+        for f, frame in enumerate(generate_sequence(seed, s, length, height, width, frame_step, fps)):
+            entries.append(write_frame(folder, sequence_prefix(s, f, frame_step), frame))
     index = folder.parent / f"dvps_cityscapes_{split}.json"
     atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
     return folder
