@@ -7,11 +7,19 @@ from dataclasses import dataclass, field
 
 @dataclass
 class SolverConfig:
+    # adam: Adam with coupled L2 decay (the original's); adamw: decoupled decay (the Swin recipe)
     optimizer: str = "adam"
     base_lr: float = 1e-4
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
     weight_decay_bias: float = 1e-4
+    # Norm-layer biases: None = weight_decay_bias (the original's rule order); a number = that value
+    # (0 for the Swin recipe, which excludes every norm parameter from decay).
+    weight_decay_norm_bias: float | None = None
+    # Swin's relative position bias tables (and absolute position embeddings): None = weight_decay.
+    weight_decay_embed: float | None = None
+    # Learning rate of the backbone's parameters = base_lr * this (1 = one LR for the whole network).
+    backbone_lr_multiplier: float = 1.0
     max_iter: int = 10000
     warmup_iters: int = 2000
     warmup_factor: float = 0.001
