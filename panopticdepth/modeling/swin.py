@@ -5,7 +5,11 @@ Choices for dense prediction on large images, as in the Swin detection/segmentat
 
 * any input whose sides are multiples of 32 (timm's `dynamic_img_size`): 512x1024 and 1024x2048
   Cityscapes crops, 384x1280 SemKITTI crops. Stage maps that are not multiples of the 7x7 window
-  are zero-padded inside each attention block.
+  are zero-padded inside each attention block. Known difference from the official Swin
+  detection backbone, which pads before the cyclic shift: timm shifts first, so where a stage map
+  is not a multiple of 7 the shifted-window mask can let a border row see the wrapped-around rows
+  of the opposite border (measured: a 32-row map, i.e. res5 of a 1024-high image, lets row 31
+  attend to rows 0-2). It is kept so that the features stay timm's own.
 * every second block uses shifted windows in *all* four stages (timm's `always_partition`); built
   for 224x224, timm would drop the shift wherever a stage map of a 224 image fits in one window
   (the whole last stage), which is right for ImageNet but not for a 32x64 stage map.
