@@ -11,6 +11,14 @@ from typing import Literal
 
 from .checks import above, at_least, between, each, length, rules
 
+# Input convention per backbone family: (channel order, mean, std), 0-255 scale.
+BACKBONE_INPUT: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
+    # MSRA R-50 / the original checkpoints: BGR, the ImageNet *RGB* means on the B, G, R channels, std 1.
+    "resnet": ("BGR", (123.675, 116.28, 103.53), (1.0, 1.0, 1.0)),
+    # timm's Swin ImageNet weights: RGB, ImageNet mean and std (timm's IMAGENET_DEFAULT_* x 255).
+    "swin": ("RGB", (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
 
 @dataclass
 class BackboneConfig:
@@ -25,6 +33,10 @@ class BackboneConfig:
     freeze_at: int = field(default=2, metadata=rules(between(0, 5)))
     # "" = random init; a file path, or "imagenet" to load torchvision/timm weights from the local cache.
     pretrained: str = ""
+    # Swin only: stochastic-depth rate of the last block (linear from 0 over the blocks).
+    drop_path_rate: float = 0.0
+    # Swin only: a LayerNorm on each returned stage (the official Swin detection backbone's norm0..3).
+    out_norm: bool = True
 
 
 @dataclass
@@ -126,13 +138,20 @@ class ModelConfig:
     num_classes: int = field(default=19, metadata=rules(at_least(1)))
     # first thing train id (things are train ids first_thing_id .. num_classes-1)
     first_thing_id: int = field(default=11, metadata=rules(at_least(0)))
-    # Input convention of the original checkpoints: BGR, ImageNet RGB means applied to BGR
-    # channels, std 1, 0-255 scale (spec 1.1).
-    input_format: Literal["BGR", "RGB"] = "BGR"
-    pixel_mean: list[float] = field(
-        default_factory=lambda: [123.675, 116.28, 103.53], metadata=rules(length(3))
-    )
-    pixel_std: list[float] = field(
-        default_factory=lambda: [1.0, 1.0, 1.0], metadata=rules(length(3), each(above(0)))
-    )
+    # Input channel order and per-channel mean/std on the 0-255 scale. "auto" / [] take the
+    # backbone's convention (`input_normalization`): for ResNets the original checkpoints' (BGR,
+    # ImageNet RGB means applied to the BGR channels, std 1), for Swin timm's ImageNet weights'
+    # (RGB, ImageNet mean and std). Set them explicitly to override.
+    input_format: Literal["auto", "BGR", "RGB"] = "auto"
+    pixel_mean: list[float] = field(default_factory=list, metadata=rules(length(0, 3)))
+    pixel_std: list[float] = field(default_factory=list, metadata=rules(length(0, 3), each(above(0))))
     size_divisibility: int = field(default=32, metadata=rules(at_least(1)))
+
+    def input_normalization(self) -> tuple[str, list[float], list[float]]:
+        """(channel order, mean, std) with "auto" / empty values resolved from the backbone."""
+        fmt, mean, std = BACKBONE_INPUT["swin" if self.backbone.name.startswith("swin") else "resnet"]
+        return (
+            fmt if self.input_format == "auto" else self.input_format,
+            list(self.pixel_mean) if self.pixel_mean else list(mean),
+            list(self.pixel_std) if self.pixel_std else list(std),
+        )

@@ -9,11 +9,19 @@ from .checks import above, ascending, at_least, at_most, between, each, length, 
 
 @dataclass
 class SolverConfig:
+    # adam: Adam with coupled L2 decay (the original's); adamw: decoupled decay (the Swin recipe)
     optimizer: str = "adam"
     base_lr: float = field(default=1e-4, metadata=rules(above(0), at_most(10)))
     weight_decay: float = field(default=1e-4, metadata=rules(at_least(0)))
     weight_decay_norm: float = field(default=0.0, metadata=rules(at_least(0)))
     weight_decay_bias: float = field(default=1e-4, metadata=rules(at_least(0)))
+    # Norm-layer biases: None = weight_decay_bias (the original's rule order); a number = that value
+    # (0 for the Swin recipe, which excludes every norm parameter from decay).
+    weight_decay_norm_bias: float | None = None
+    # Swin's relative position bias tables (and absolute position embeddings): None = weight_decay.
+    weight_decay_embed: float | None = None
+    # Learning rate of the backbone's parameters = base_lr * this (1 = one LR for the whole network).
+    backbone_lr_multiplier: float = field(default=1.0, metadata=rules(above(0)))
     max_iter: int = field(default=10000, metadata=rules(at_least(1)))
     warmup_iters: int = field(default=2000, metadata=rules(at_least(0)))
     warmup_factor: float = field(default=0.001, metadata=rules(between(0, 1)))

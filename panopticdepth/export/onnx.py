@@ -184,6 +184,12 @@ def export_onnx(
             f"export size {height}x{width}: use at least {MIN_DYNAMIC_EXAMPLE} per side for a dynamic-size "
             "export (a 1-pixel p7 level in the example would freeze the size)"
         )
+    if dynamic and cfg.backbone.name.startswith("swin"):
+        logger.warning(
+            "dynamic-size export of a Swin backbone: torch.export reasons symbolically about timm's "
+            "window padding and masks, which took over 10 minutes on a 2-core CPU; a fixed-size export "
+            "(dynamic=False, `panopticdepth export --static`) took under 2 minutes"
+        )
     net = FlatNet(_exportable_copy(model)).eval()
     example = torch.zeros(1, 3, height, width)
     names = output_names(cfg)

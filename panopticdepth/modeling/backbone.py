@@ -8,7 +8,7 @@ ResNet-18/34/50/101 are torchvision's `ResNet` instances; only two things are ch
 * the norm layer is FrozenBN (torchvision's `FrozenBatchNorm2d`, eps 1e-5) / BN / SyncBN, and
   `freeze_at` freezes the stem (1) and the stages res2.. (2..5) as Detectron2 does.
 
-Swin-T/S come from timm's feature extraction (NHWC maps, permuted to NCHW).
+Swin-T/S live in `swin.py` (timm's feature extractor; ImageNet files: `swin_weights.py`).
 Pretrained weights are read from local files only; a missing file is a `CheckpointError`.
 """
 
@@ -28,11 +28,11 @@ from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBN
 from ..config.model import BackboneConfig
 from ..errors import CheckpointError
 from ..utils.safe_pickle import ForbiddenGlobal, load_arrays_pickle
+from .swin import SWIN_MODELS, SwinBackbone
 
 logger = logging.getLogger(__name__)
 
 RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
-SWIN_MODELS = {"swin_t": "swin_tiny_patch4_window7_224", "swin_s": "swin_small_patch4_window7_224"}
 _TV_WEIGHTS = {
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
@@ -245,61 +245,6 @@ def load_pretrained_resnet(backbone: ResNetBackbone, cfg: BackboneConfig) -> Non
             path,
         )
     logger.info("loaded pretrained %s weights from %s", cfg.name, path)
-
-
-class SwinBackbone(nn.Module):
-    """timm Swin-T/S feature extractor; NHWC stage outputs permuted to NCHW and named res2..res5."""
-
-    def __init__(self, cfg: BackboneConfig) -> None:
-        super().__init__()
-        import timm
-
-        if cfg.name not in SWIN_MODELS:
-            raise ValueError(f"unknown Swin model {cfg.name!r} (choose from {sorted(SWIN_MODELS)})")
-        model_name = SWIN_MODELS[cfg.name]
-        pretrained_file = None
-        use_hub = cfg.pretrained == "imagenet"
-        if cfg.pretrained and not use_hub:
-            pretrained_file = Path(cfg.pretrained).expanduser()
-            if not pretrained_file.is_file():
-                raise CheckpointError(f"{pretrained_file}: pretrained backbone weights not found")
-        kwargs = dict(features_only=True, out_indices=(0, 1, 2, 3), dynamic_img_size=True)
-        if use_hub:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            try:
-                self.body = timm.create_model(model_name, pretrained=True, **kwargs)
-            except Exception as err:  # noqa: BLE001 - offline cache miss surfaces in many forms
-                raise CheckpointError(
-                    f"timm ImageNet weights for {model_name} are not in the local Hugging Face cache "
-                    f"({type(err).__name__}: {err}); set model.backbone.pretrained to a file"
-                ) from None
-        elif pretrained_file is not None:
-            self.body = timm.create_model(
-                model_name, pretrained=True, pretrained_cfg_overlay={"file": str(pretrained_file)}, **kwargs
-            )
-        else:
-            self.body = timm.create_model(model_name, pretrained=False, **kwargs)
-        channels = self.body.feature_info.channels()
-        self.out_channels = dict(zip(FEATURE_NAMES, channels))
-        self.strides = {"res2": 4, "res3": 8, "res4": 16, "res5": 32}
-        # freeze_at: 1 = patch embedding, k >= 2 also the first k-1 stages.
-        if cfg.freeze_at >= 1:
-            for name, p in self.body.named_parameters():
-                stage = _swin_stage_index(name)
-                if stage is None or stage < cfg.freeze_at - 1:
-                    p.requires_grad_(False)
-
-    def forward(self, x_b3hw: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.body(x_b3hw)
-        return {name: f.permute(0, 3, 1, 2).contiguous() for name, f in zip(FEATURE_NAMES, feats)}
-
-
-def _swin_stage_index(param_name: str) -> int | None:
-    """0..3 for parameters of `layers_k`, None for the patch embedding (stage -1)."""
-    for part in param_name.split("."):
-        if part.startswith("layers_") and part[7:].isdigit():
-            return int(part[7:])
-    return None
 
 
 REQUIRED = "required"

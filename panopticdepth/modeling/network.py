@@ -8,6 +8,8 @@ live here as `nn.Linear` so losses and post-processing share them.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -18,6 +20,9 @@ from .fpn import FPN
 from .heads import DepthEncoder, FeatureEncoder, KernelHead, PositionHead
 from .outputs import HeadOutputs, LevelOutputs
 from .semantic_fpn import SemanticFPN
+from .swin import SWIN_INPUT_FORMAT, SWIN_MODELS
+
+logger = logging.getLogger(__name__)
 
 HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
 
@@ -34,6 +39,12 @@ class PanopticDepthNet(nn.Module):
         g = h.norm_groups
         impl = h.deform_impl
         self.backbone = build_backbone(cfg.backbone)
+        if cfg.backbone.name in SWIN_MODELS and cfg.input_normalization() != SWIN_INPUT_FORMAT:
+            logger.warning(
+                "%s with input %s (timm's ImageNet weights expect %s); leave model.input_format, "
+                "pixel_mean and pixel_std unset to get the backbone's convention",
+                cfg.backbone.name, cfg.input_normalization(), SWIN_INPUT_FORMAT,
+            )  # fmt: skip
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels)
         f = cfg.fpn.out_channels
         self.semantic_fpn = SemanticFPN(f, c, h.semantic_norm, g)

@@ -3,6 +3,8 @@
 The original checkpoints were trained on BGR images with the ImageNet *RGB* means subtracted from
 the B, G, R channels in that order, std 1, 0-255 scale (trap 1); `cfg.input_format` and
 `cfg.pixel_mean` / `cfg.pixel_std` reproduce that (or any other convention) per tensor channel.
+Left at "auto" / [], they follow the backbone (`ModelConfig.input_normalization`): the convention
+above for ResNets, RGB with ImageNet mean and std for Swin (what timm's ImageNet weights expect).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ def preprocess(images: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tens
     if not images:
         raise ValueError("preprocess needs at least one image")
     device = images[0].device
-    mean_c = torch.tensor(cfg.pixel_mean, dtype=torch.float32, device=device).view(3, 1, 1)
-    std_c = torch.tensor(cfg.pixel_std, dtype=torch.float32, device=device).view(3, 1, 1)
+    input_format, pixel_mean, pixel_std = cfg.input_normalization()
+    mean_c = torch.tensor(pixel_mean, dtype=torch.float32, device=device).view(3, 1, 1)
+    std_c = torch.tensor(pixel_std, dtype=torch.float32, device=device).view(3, 1, 1)
     sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
     div = max(int(cfg.size_divisibility), 1)
     hp = -(-max(h for h, _ in sizes) // div) * div
@@ -33,7 +36,7 @@ def preprocess(images: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tens
         if img_3hw.ndim != 3 or img_3hw.shape[0] != 3:
             raise ValueError(f"preprocess expects (3, H, W) RGB images, got shape {tuple(img_3hw.shape)}")
         x = img_3hw.to(device=device, dtype=torch.float32)
-        if cfg.input_format == "BGR":
+        if input_format == "BGR":
             x = x.flip(0)
         h, w = sizes[i]
         batch_b3hw[i, :, :h, :w] = (x - mean_c) / std_c

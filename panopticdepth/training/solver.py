@@ -3,6 +3,10 @@
 * Adam with *coupled* L2 weight decay per parameter group (trap 36): 1e-4 everywhere, 0 for
   norm-layer weights, and the bias override (1e-4) applied after the norm override, so norm biases
   decay too. Frozen parameters are not optimised.
+* For Swin backbones (configs/cityscapes/*swin*.yaml) the usual transformer recipe: AdamW
+  (decoupled decay), no decay on any norm parameter (`weight_decay_norm_bias`) nor on the relative
+  position bias tables (`weight_decay_embed`), optionally a lower backbone learning rate
+  (`backbone_lr_multiplier`). With the defaults these add nothing: the groups are the original's.
 * WarmupPolyLR stepped every iteration (trap 37):
   `lr(t) = base_lr * f(t) * (1 - t / max_iter) ** power`, `f(t) = wf * (1 - t/W) + t/W` for t < W.
 * Gradient clipping by value, per element (trap 35), not by norm.
@@ -37,6 +41,11 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
+# Parameters that are position encodings, not weights (Swin's relative position bias tables).
+EMBED_PARAM_NAMES = ("relative_position_bias_table", "absolute_pos_embed")
+OPTIMIZERS = ("adam", "adamw")
+
+
 def parameter_weight_decay(model: nn.Module, cfg: SolverConfig) -> list[tuple[str, nn.Parameter, float]]:
     """(name, parameter, weight decay) for every trainable parameter, each listed once (trap 36)."""
     out: list[tuple[str, nn.Parameter, float]] = []
@@ -47,29 +56,49 @@ def parameter_weight_decay(model: nn.Module, cfg: SolverConfig) -> list[tuple[st
                 continue
             seen.add(id(param))
             wd = cfg.weight_decay
-            if isinstance(module, NORM_TYPES):
+            is_norm = isinstance(module, NORM_TYPES)
+            if is_norm:
                 wd = cfg.weight_decay_norm
             if param_name == "bias":
                 # Applied after the norm rule: GN/BN beta keep 1e-4 as in the original.
                 wd = cfg.weight_decay_bias
+                if is_norm and cfg.weight_decay_norm_bias is not None:
+                    wd = cfg.weight_decay_norm_bias
+            if param_name in EMBED_PARAM_NAMES and cfg.weight_decay_embed is not None:
+                wd = cfg.weight_decay_embed
             full = f"{module_name}.{param_name}" if module_name else param_name
             out.append((full, param, wd))
     return out
 
 
+def _lr_multiplier(name: str, cfg: SolverConfig) -> float:
+    return cfg.backbone_lr_multiplier if name.startswith("backbone.") else 1.0
+
+
 def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimizer:
-    """torch.optim.Adam with one parameter group per weight-decay value (classic L2, not AdamW)."""
-    if cfg.optimizer.lower() != "adam":
+    """Adam (coupled L2, the original's) or AdamW (decoupled), one group per (decay, LR factor).
+
+    Groups are ordered by first appearance, those at the base LR first, so that `param_groups[0]`
+    carries the base learning rate (what the engine logs).
+    """
+    name = cfg.optimizer.lower()
+    if name not in OPTIMIZERS:
         raise ConfigError(
-            f"solver.optimizer: only 'adam' (the original's optimiser) is supported, got {cfg.optimizer!r}"
+            f"solver.optimizer must be 'adam' (the original's optimiser) or 'adamw', got {cfg.optimizer!r}"
         )
-    groups: dict[float, list[nn.Parameter]] = {}
-    for _, param, wd in parameter_weight_decay(model, cfg):
-        groups.setdefault(wd, []).append(param)
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for full, param, wd in parameter_weight_decay(model, cfg):
+        groups.setdefault((wd, _lr_multiplier(full, cfg)), []).append(param)
     if not groups:
         raise ConfigError("the model has no trainable parameters (check model.backbone.freeze_at)")
-    param_groups = [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
-    return torch.optim.Adam(param_groups, lr=cfg.base_lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+    ordered = sorted(groups.items(), key=lambda item: item[0][1] != 1.0)  # stable: base LR first
+    param_groups = [
+        {"params": params, "weight_decay": wd, "lr": cfg.base_lr * mult} for (wd, mult), params in ordered
+    ]
+    kwargs = dict(lr=cfg.base_lr, betas=(0.9, 0.999), eps=1e-8, foreach=True)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, **kwargs)
+    return torch.optim.Adam(param_groups, **kwargs)
 
 
 def warmup_poly_factor(iteration: int, cfg: SolverConfig) -> float:

@@ -19,14 +19,17 @@ def test_defaults_are_the_released_dps_values():
     assert cfg.model.inference.similarity_threshold == 0.97
     assert cfg.model.inference.stuff_area_limit == 2048
     assert cfg.model.depth.normalization == "T2"
-    assert cfg.model.input_format == "BGR"
+    assert cfg.model.input_format == "auto"  # resolved from the backbone:
+    assert cfg.model.input_normalization() == ("BGR", [123.675, 116.28, 103.53], [1.0, 1.0, 1.0])
     assert cfg.solver.clip_value == 35.0
 
 
 def test_defaults_are_not_shared_between_instances():
     a, b = Config(), Config()
     a.model.pixel_mean.append(0.0)
-    assert len(b.model.pixel_mean) == 3
+    assert b.model.pixel_mean == []
+    a.model.inference.pool_sizes.append(7)
+    assert b.model.inference.pool_sizes == [3, 3, 3, 5, 5]
 
 
 def test_yaml_overrides_only_given_keys(tmp_path: Path):

@@ -86,8 +86,9 @@ def test_stage_config_carries_the_recipe(name):
     backbone = cfg.model.backbone
     assert (backbone.name, backbone.stride_in_1x1) == ("resnet50", True)  # MSRA ResNet-50
     assert (backbone.norm, backbone.freeze_at) == (want["norm"], want["freeze_at"])
-    assert cfg.model.input_format == "BGR"
-    assert cfg.model.pixel_mean == [123.675, 116.28, 103.53] and cfg.model.pixel_std == [1.0, 1.0, 1.0]
+    fmt, mean, std = cfg.model.input_normalization()
+    assert fmt == "BGR"
+    assert mean == [123.675, 116.28, 103.53] and std == [1.0, 1.0, 1.0]
     assert cfg.model.depth.enabled is want["depth"]
 
     assert cfg.data.dataset == want["dataset"]

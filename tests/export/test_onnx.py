@@ -114,3 +114,32 @@ def test_export_cli_needs_weights_or_config(tmp_path, capsys) -> None:
     assert main(["export", "--output", str(tmp_path / "m.onnx")]) == 2
     assert "--weights" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.slow
+def test_swin_model_onnxruntime_parity(tmp_path) -> None:
+    """Swin-T + narrow heads, exported at a fixed size (`--static`; the dynamic-size export of timm's
+    Swin spends over ten minutes in torch.export's symbolic shape reasoning), parity with PyTorch."""
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    cfg = _narrow_cfg()
+    cfg.backbone.name = "swin_t"
+    cfg.backbone.freeze_at = 0
+    model = build_model(cfg).eval()
+    path = export_onnx(model, cfg, tmp_path / "swin.onnx", 160, 224, dynamic=False)
+    session = onnx_session(path, threads=1)
+    names = [o.name for o in session.get_outputs()]
+    assert names == output_names(cfg)
+    x = torch.randn(1, 3, 160, 224, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref_out = model(x)
+    got_out = run_onnx(session, x)
+    for name, ref, got in zip(names, flatten_head_outputs(ref_out), flatten_head_outputs(got_out)):
+        assert got.shape == ref.shape, name
+        tol = 1e-4 * max(1.0, float(ref.abs().max()))
+        np.testing.assert_allclose(got.numpy(), ref.numpy(), atol=tol, rtol=1e-4, err_msg=name)
+    with torch.no_grad():
+        ref_res = postprocess(ref_out, model, cfg, [(160, 224)])
+        got_res = postprocess(got_out, model, cfg, [(160, 224)])
+    assert (ref_res[0].panoptic == got_res[0].panoptic).float().mean().item() > 0.99
+    assert torch.allclose(ref_res[0].depth, got_res[0].depth, atol=1e-3, rtol=1e-3)

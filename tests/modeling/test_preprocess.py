@@ -28,7 +28,7 @@ def test_bgr_mean_applied_per_tensor_channel_and_padding():
     assert sizes == [(5, 7), (9, 4)]
     assert batch.shape == (2, 3, 16, 8) and batch.dtype == torch.float32
     for i, img in enumerate((a, b)):
-        ref = _reference(img, cfg.pixel_mean, cfg.pixel_std, "BGR", 16, 8)
+        ref = _reference(img, [123.675, 116.28, 103.53], cfg.pixel_std, "BGR", 16, 8)
         np.testing.assert_allclose(batch[i].numpy(), ref, rtol=0, atol=1e-4)
     # channel 0 of the batch is B minus the first mean value (trap 1)
     assert abs(float(batch[0, 0, 0, 0]) - (a[2, 0, 0] - 123.675)) < 1e-4
@@ -41,3 +41,17 @@ def test_rgb_format_and_no_padding_when_divisible():
     assert batch.shape == (1, 3, 32, 64)
     ref = img.double() - torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64).view(3, 1, 1)
     assert torch.allclose(batch[0].double(), ref, atol=1e-5)
+
+
+def test_swin_backbone_gets_imagenet_rgb_normalisation():
+    img = torch.randint(0, 256, (3, 32, 64), dtype=torch.uint8)
+    cfg = ModelConfig()
+    cfg.backbone.name = "swin_t"
+    batch, _ = preprocess([img], cfg)
+    mean = torch.tensor([123.675, 116.28, 103.53], dtype=torch.float64).view(3, 1, 1)
+    std = torch.tensor([58.395, 57.12, 57.375], dtype=torch.float64).view(3, 1, 1)
+    assert torch.allclose(batch[0].double(), (img.double() - mean) / std, atol=1e-5)
+    # an explicit setting wins over the backbone's convention
+    cfg.input_format = "BGR"
+    batch_bgr, _ = preprocess([img], cfg)
+    assert torch.allclose(batch_bgr[0, 0].double(), (img[2].double() - 123.675) / 58.395, atol=1e-5)

@@ -136,3 +136,75 @@ def test_autocast_options():
     with autocast_context("none", cpu):
         assert (x @ x).dtype == torch.float32
     assert build_grad_scaler("bf16", cpu) is None
+
+
+class _WithBackbone(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2))
+        self.backbone[0].relative_position_bias_table = nn.Parameter(torch.zeros(3))
+        self.head = nn.Sequential(nn.Linear(2, 2), nn.GroupNorm(1, 2))
+
+
+def test_swin_recipe_groups_and_backbone_lr():
+    cfg = SolverConfig(
+        optimizer="adamw",
+        base_lr=1e-3,
+        weight_decay=0.05,
+        weight_decay_bias=0.05,
+        weight_decay_norm=0.0,
+        weight_decay_norm_bias=0.0,
+        weight_decay_embed=0.0,
+        backbone_lr_multiplier=0.1,
+        warmup_iters=0,
+    )
+    model = _WithBackbone()
+    table = {name: wd for name, _, wd in parameter_weight_decay(model, cfg)}
+    assert table == {
+        "backbone.0.weight": 0.05,
+        "backbone.0.bias": 0.05,
+        "backbone.0.relative_position_bias_table": 0.0,  # a weight-like module, excluded by name
+        "backbone.1.weight": 0.0,
+        "backbone.1.bias": 0.0,  # norm bias: weight_decay_norm_bias, not weight_decay_bias
+        "head.0.weight": 0.05,
+        "head.0.bias": 0.05,
+        "head.1.weight": 0.0,
+        "head.1.bias": 0.0,
+    }
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    # base-LR groups first (the engine logs param_groups[0]), then the backbone's at 0.1x
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-3, 1e-3, 1e-4, 1e-4])
+    backbone_ids = {id(p) for p in model.backbone.parameters()}
+    for g in opt.param_groups:
+        assert all((id(p) in backbone_ids) == (g["lr"] < 1e-3) for p in g["params"])
+    sched = build_lr_scheduler(opt, cfg)
+    for _ in range(cfg.max_iter // 2):
+        opt.step()
+        sched.step()
+    ratios = {round(g["lr"] / opt.param_groups[0]["lr"], 6) for g in opt.param_groups}
+    assert ratios == {1.0, 0.1}  # the schedule scales every group alike
+
+
+def test_adamw_decay_is_decoupled():
+    lin = nn.Linear(3, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.fill_(1.0)
+    cfg = SolverConfig(optimizer="adamw", base_lr=0.1, weight_decay=0.5)
+    opt = build_optimizer(lin, cfg)
+    lin.weight.grad = torch.zeros_like(lin.weight)
+    opt.step()
+    # zero gradient: Adam's step is 0, only the decoupled decay acts: w * (1 - lr * wd)
+    assert torch.allclose(lin.weight.detach(), torch.full((1, 3), 1.0 - 0.1 * 0.5))
+
+
+def test_default_groups_unchanged_for_the_original_recipe():
+    cfg = SolverConfig()
+    opt = build_optimizer(_Net(), cfg)
+    assert type(opt) is torch.optim.Adam
+    assert [(g["weight_decay"], g["lr"], len(g["params"])) for g in opt.param_groups] == [
+        (1e-4, 1e-4, 5),
+        (0.0, 1e-4, 2),
+    ]
+    with pytest.raises(ConfigError, match="'adam'.*'adamw'.*sgd"):
+        build_optimizer(_Net(), SolverConfig(optimizer="sgd"))
