@@ -31,7 +31,7 @@ from ..io.pointcloud import Intrinsics, backproject
 from ..visualization import (
     DEPTH_CMAP,
     NUM_TRAIN_IDS,
-    _auto_max_depth,
+    auto_max_depth,
     cityscapes_class_names,
     cityscapes_palette,
     colorize_depth,
@@ -215,7 +215,7 @@ def build_views(
     point_index = np.zeros(0, dtype=np.uint16)
     point_rgb = np.zeros((0, 3), dtype=np.uint8)
     if depth_d is not None:
-        depth_range = _auto_max_depth(depth)
+        depth_range = auto_max_depth(depth)
         depth_png = png_bytes(colorize_depth(depth_d, max_depth=depth_range))
         depth_u16 = np.clip(np.round(np.nan_to_num(depth_d) * DEPTH_SCALE), 0, 65535).astype(np.uint16)
         points, valid = backproject(depth_d, intr_d)  # type: ignore[arg-type]
