@@ -7,8 +7,6 @@ a resume, and checks every collective's tensors. The harness itself is shown to 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -16,24 +14,9 @@ from panopticdepth.config import load_config
 from panopticdepth.training.distributed import DistInfo, all_reduce_sum
 from panopticdepth.training.engine import Trainer
 from tests.training.collective_check import FakeCollectives, HostTensorTracker
+from tests.training.tiny_run import SMALL_CONFIG, TINY_RUN
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "solver.max_iter=3",
-    "solver.ims_per_batch=2",
-    "solver.warmup_iters=1",
-    "train.log_period=1",
-    "train.checkpoint_period=2",
-    "train.eval_period=2",
-    "train.tensorboard=false",
-    "train.device=cpu",
-    "data.num_workers=0",
-    "data.augmentation.enabled=false",
-    "model.fpn.out_channels=16",
-    "model.heads.convs_dim=16",
-    "model.heads.norm_groups=4",
-    "model.heads.num_convs=1",
-]
+TINY = ["solver.max_iter=3", *TINY_RUN]
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +49,7 @@ def test_harness_catches_a_host_copy_before_a_collective():
 
 
 def test_engine_collectives_stay_on_the_device(synth_root, tmp_path):
-    config = REPO / "configs" / "synthetic" / "small_cpu.yaml"
-    cfg = load_config(config, [f"data.root={synth_root}", *TINY])
+    cfg = load_config(SMALL_CONFIG, [f"data.root={synth_root}", *TINY])
     info = DistInfo(rank=0, world_size=2, device=torch.device("cpu"))
     tracker, fake = _checked(info.device)
     with fake.patches(), tracker:

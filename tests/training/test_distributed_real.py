@@ -22,31 +22,16 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.tiny_run import SMALL_CONFIG, TINY_RUN
+
 REPO = Path(__file__).resolve().parents[2]
-OVERRIDES = [
-    "solver.max_iter=4",
-    "solver.ims_per_batch=2",
-    "solver.warmup_iters=1",
-    "train.log_period=1",
-    "train.checkpoint_period=2",
-    "train.eval_period=2",
-    "train.tensorboard=false",
-    "train.device=cpu",
-    "data.num_workers=0",
-    "data.augmentation.enabled=false",
-    "model.fpn.out_channels=16",
-    "model.heads.convs_dim=16",
-    "model.heads.norm_groups=4",
-    "model.heads.num_convs=1",
-]
+OVERRIDES = ["solver.max_iter=4", *TINY_RUN]
 
 
 def _cfg(data_root: Path, *extra: str):
     from panopticdepth.config import load_config
 
-    return load_config(
-        REPO / "configs" / "synthetic" / "small_cpu.yaml", [f"data.root={data_root}", *OVERRIDES, *extra]
-    )
+    return load_config(SMALL_CONFIG, [f"data.root={data_root}", *OVERRIDES, *extra])
 
 
 class _DiesAtCall:
