@@ -4,9 +4,10 @@
 
 1. renders a small synthetic train split and a held-out val split (different seeds, so no val
    scene is ever seen in training) with `panopticdepth.data.synthetic.write_dataset`;
-2. trains `configs/synthetic/small_cpu.yaml` with the library's `Trainer`. The number of
-   iterations is chosen from a measured step time so that the whole LR schedule (warmup + poly
-   decay) fits the budget; `train.max_minutes` is the safety stop;
+2. trains `configs/synthetic/small_cpu.yaml` with the library's `Trainer`. A first plan comes from
+   two timed steps; while training, `SchedulePlanner` re-plans the number of iterations (and the
+   LR schedule's warmup + poly decay with it) from the measured steady-state step time, so that
+   training ends at its share of the budget; `train.max_minutes` is the safety stop;
 3. evaluates the trained model on val through `Predictor` + `DPSEvaluator` (PQ, DPQ at
    lambda = 0.5/0.25/0.1, depth RMSE / abs rel) and writes `metrics.json` in the `evaluate --json`
    shape;
@@ -97,8 +98,72 @@ def _fit_schedule(cfg: Config, iterations: int) -> None:
     cfg.solver.warmup_iters = int(round(frac * cfg.solver.max_iter))
 
 
-def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float]:
-    """Seconds per training iteration and per val prediction, measured on a throwaway model."""
+class SchedulePlanner:
+    """Re-plans `cfg.solver.max_iter` after every step so that training ends at `deadline`.
+
+    The first steps of a run are slower than the steady state (allocator and thread-pool warm-up,
+    caches), so a plan made from them leaves much of the budget unused. This hook times each whole
+    iteration (data, forward, backward, update, logging) from the trainer's loop, skips the first
+    `skip` ones, and takes the median of the last `window`: the iterations that still fit before
+    `deadline - finish_s` are added to the current iteration. While warmup is running, the warmup
+    length follows the new total (same fraction); after it, warmup is left alone so the LR does
+    not step back into it. Only ever plans whole steps that fit, so the loop ends before the
+    deadline when the estimate holds; `train.max_minutes` guards the rest.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        deadline: float,
+        *,
+        finish_s: float = 0.0,
+        skip: int = 2,
+        window: int = 20,
+        clock: Any = time.monotonic,
+    ):
+        self.solver = cfg.solver
+        self.deadline = float(deadline)
+        self.finish_s = float(finish_s)
+        self.skip = int(skip)
+        self.window = int(window)
+        self.clock = clock
+        self.warmup_fraction = min(self.solver.warmup_iters / max(int(self.solver.max_iter), 1), 0.5)
+        self.step_times: list[float] = []
+        self.seen = 0
+        self._last = clock()
+
+    def start(self) -> None:
+        """Call when training starts (the model build and loader set-up are not a step)."""
+        self._last = self.clock()
+
+    def step_seconds(self) -> float | None:
+        if not self.step_times:
+            return None
+        return float(np.median(self.step_times[-self.window :]))
+
+    def __call__(self, iteration: int) -> None:
+        now = self.clock()
+        dt, self._last = now - self._last, now
+        self.seen += 1
+        if self.seen <= self.skip:
+            return
+        self.step_times.append(dt)
+        # A slowdown shows in the last few steps before it moves the median of the window.
+        step = max(self.step_seconds() or 0.0, float(np.median(self.step_times[-3:])))
+        left = self.deadline - self.finish_s - now
+        fit = int(left / step) if step > 0 and left > 0 else 0
+        new_max = iteration + fit
+        s = self.solver
+        if iteration < s.warmup_iters:
+            s.warmup_iters = max(int(round(self.warmup_fraction * new_max)), iteration)
+        s.max_iter = max(new_max, iteration)
+
+
+def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float, float]:
+    """Seconds per training iteration, per val prediction and for writing the final checkpoint and
+    model folder, measured on a throwaway model."""
+    import io
+
     import torch
 
     from .data.build import build_dataset
@@ -132,9 +197,14 @@ def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float]:
             t = time.perf_counter()
             model(preprocess([samples[0]["image"]], cfg.model)[0])
             pred = time.perf_counter() - t
+        # The end of training writes a checkpoint (weights + optimizer state) and the model folder.
+        t = time.perf_counter()
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, io.BytesIO())
+        torch.save(model.state_dict(), io.BytesIO())
+        save = time.perf_counter() - t
     finally:
         torch.random.set_rng_state(state)
-    return step, pred
+    return step, pred, save
 
 
 def _numpy(x: Any) -> np.ndarray | None:
@@ -249,12 +319,14 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
     # 2. Training for what is left of the budget after the evaluation's share.
     cfg = demo_config(settings, data_root)
+    planner: SchedulePlanner | None = None
+    run_plan: dict[str, float] = {}
     if settings.iterations > 0:
         iterations = settings.iterations
         cfg.train.max_minutes = 0.0
     else:
         t = time.monotonic()
-        step_s, pred_s = _measure_step(cfg)
+        step_s, pred_s, save_s = _measure_step(cfg)
         seconds["calibration"] = time.monotonic() - t
         # Evaluation cost: prediction + post-processing + metrics (~2x the forward), pictures.
         reserve = settings.num_val * (1.5 * pred_s + 0.03) + settings.num_vis * 2.5 + 5.0
@@ -266,18 +338,38 @@ def run_demo(settings: DemoSettings) -> DemoResult:
                 "expect a poor model; give more minutes, or --size/--num-val smaller",
                 max(int(train_budget / step_s), 1), settings.minutes, step_s,
             )  # fmt: skip
-        # 10 % margin: the loop also loads data and logs, which the calibration steps do not.
+        # A first plan from the calibration steps (10 % margin: the loop also loads data and
+        # logs); the planner corrects it from the steady-state step time as training goes.
         iterations = max(1, int(train_budget / step_s * 0.9))
-        cfg.train.max_minutes = max(train_budget, step_s) / 60.0
+        finish_s = 2.0 * save_s + 1.0
+        cfg.train.max_minutes = max(train_budget - finish_s, step_s) / 60.0
+        run_plan = {"train_budget_s": train_budget, "calibration_step_s": step_s, "finish_s": finish_s}
         logger.info(
-            "%.2f s per iteration (batch %d at %dx%d), %.2f s per val forward: %d iterations in %.1f min",
+            "%.2f s per iteration (batch %d at %dx%d), %.2f s per val forward: ~%d iterations in %.1f min "
+            "(re-planned from the steady-state step time while training)",
             step_s, cfg.solver.ims_per_batch, h, w, pred_s, iterations, train_budget / 60,
         )  # fmt: skip
     _fit_schedule(cfg, iterations)
     t = time.monotonic()
     clear_run_files(out / "train")  # a rerun of the demo starts its training afresh, never mixed
-    result = Trainer(cfg, out / "train").train()
+    trainer = Trainer(cfg, out / "train")
+    if run_plan:
+        # The trainer's own clock for train.max_minutes starts at train(): count from here instead.
+        planner = SchedulePlanner(cfg, t + run_plan["train_budget_s"], finish_s=run_plan["finish_s"])
+        trainer.step_hooks.append(planner)
+        planner.start()
+        spent = time.monotonic() - t
+        cfg.train.max_minutes = max(cfg.train.max_minutes - spent / 60.0, 1e-3)
+    result = trainer.train()
     seconds["train"] = time.monotonic() - t
+    if planner is not None:
+        run_plan["steady_step_s"] = planner.step_seconds() or float("nan")
+        logger.info(
+            "trained %d iterations in %.0f s of the %.0f s planned (steady state %.3f s per iteration, "
+            "first plan %d)",
+            result.iteration, seconds["train"], run_plan["train_budget_s"], run_plan["steady_step_s"],
+            iterations,
+        )  # fmt: skip
 
     # 3.-4. Evaluation on the held-out scenes, pictures and point clouds.
     from .checkpoint.model_dir import load_model_dir
@@ -297,6 +389,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         "iterations": result.iteration,
         "stop_reason": result.reason,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "budget_seconds": round(budget, 1) if settings.iterations <= 0 else None,
+        "plan": {k: round(v, 4) for k, v in run_plan.items()},
         "size": [h, w],
         "num_train": settings.num_train,
         "num_val": settings.num_val,

@@ -1,4 +1,13 @@
-"""Shared fixtures: the oracle folder, offline hubs, one thread per test process."""
+"""Shared fixtures: the bundled reference case, the oracle folder, offline hubs, one thread per test process.
+
+Two sources of reference outputs of the original implementation:
+
+- `small_case` / `standin_weights`: a trimmed copy of the public case in `tests/fixtures/oracle_small`
+  (inputs, key list of the stand-in weights, final outputs, training inputs, losses). Part of the
+  repository, so the end-to-end conformance tests run in every clone.
+- `oracle_dir` / `oracle_case` / `oracle_weights`: the full public folder with every intermediate
+  array (`PANOPTICDEPTH_ORACLE`, default `../shared/oracle`); tests using it skip when it is absent.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +23,7 @@ os.environ.setdefault("PANOPTICDEPTH_PROGRESS", "0")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ORACLE_DIR = Path(os.environ.get("PANOPTICDEPTH_ORACLE", REPO_ROOT.parent / "shared" / "oracle"))
+SMALL_CASE_DIR = REPO_ROOT / "tests" / "fixtures" / "oracle_small"
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -54,3 +64,38 @@ def oracle_weights(oracle_dir: Path) -> dict:
     spec.loader.exec_module(module)
     keys = json.loads((oracle_dir / "reference_keys.json").read_text())
     return module.make_weights(keys)
+
+
+@pytest.fixture(scope="session")
+def small_case() -> dict:
+    """The bundled reference case: `dir` (input.png, gt/), `arrays` under the full case's names
+    (decoded to the full case's dtypes, the semantic probabilities from float16) and `losses`."""
+    import numpy as np
+
+    with np.load(SMALL_CASE_DIR / "arrays.npz") as data:
+        stored = {k: data[k] for k in data.files}
+    arrays = {k: v for k, v in stored.items() if k != "train_input_depth_x256"}
+    arrays["train_input_depth"] = stored["train_input_depth_x256"].astype(np.float32) / 256.0
+    # Stored narrow; given back in the dtypes of the full case (no uint8 overflow in id arithmetic).
+    full_dtypes = {
+        "final_panoptic_2ch_segment_id": np.int32,
+        "final_panoptic_2ch_category": np.int32,
+        "final_sem_seg_probs": np.float32,
+        "final_instances_classes": np.int32,
+        "final_instances_mask_area": np.int64,
+        "train_input_sem_seg": np.int64,
+        "train_input_gt_classes": np.int64,
+        "train_input_gt_masks": np.uint8,
+    }
+    for name, dtype in full_dtypes.items():
+        arrays[name] = arrays[name].astype(dtype)
+    losses = json.loads((SMALL_CASE_DIR / "losses.json").read_text())
+    return {"dir": SMALL_CASE_DIR, "arrays": arrays, "losses": losses}
+
+
+@pytest.fixture(scope="session")
+def standin_weights() -> dict:
+    """The stand-in weights of the reference case, rebuilt from the bundled key list."""
+    from tests.fixtures.standin_weights import standin_weights_from_file
+
+    return standin_weights_from_file(SMALL_CASE_DIR / "reference_keys.json")

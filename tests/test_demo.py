@@ -90,3 +90,80 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
     assert len(plys) == 1
     vertex = PlyData.read(str(plys[0]))["vertex"]
     assert {"x", "y", "z", "red", "green", "blue", "class", "instance"} <= set(vertex.data.dtype.names)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _run_planned_loop(step_times, deadline_s, first_plan, finish_s=2.0, use_planner=True):
+    """The trainer's loop with a fake clock: returns (iterations, seconds, the solver config)."""
+    from panopticdepth.config import load_config
+    from panopticdepth.demo import SchedulePlanner, _fit_schedule
+
+    cfg = load_config(None, ["solver.max_iter=1000", "solver.warmup_iters=100"])
+    _fit_schedule(cfg, first_plan)
+    clock = FakeClock()
+    start = clock.now
+    planner = SchedulePlanner(cfg, start + deadline_s, finish_s=finish_s, clock=clock)
+    planner.start()
+    it = 0
+    warmups = []
+    while it < cfg.solver.max_iter:
+        clock.now += step_times(it)
+        it += 1
+        if use_planner:
+            planner(it)
+        warmups.append(cfg.solver.warmup_iters)
+    return it, clock.now - start, cfg, warmups
+
+
+def test_planner_uses_the_budget_when_steps_get_faster():
+    """The reported case: planned from 0.48 s steps, ran at 0.29 s: it must still fill the budget."""
+
+    def steps(i):
+        return 0.48 if i < 3 else 0.29
+
+    first_plan = int(480 / 0.48 * 0.9)
+    _, seconds_fixed, _, _ = _run_planned_loop(steps, 480.0, first_plan, use_planner=False)
+    assert seconds_fixed < 0.6 * 480  # the old fixed plan: most of the budget unused
+    iterations, seconds, cfg, warmups = _run_planned_loop(steps, 480.0, first_plan)
+    assert 480.0 - 2.0 - 0.29 <= seconds <= 480.0 - 2.0
+    assert iterations == cfg.solver.max_iter > first_plan
+    # Warmup keeps its fraction of the run and never moves once passed.
+    assert cfg.solver.warmup_iters == pytest.approx(0.1 * iterations, abs=3)
+    passed = [w for i, w in enumerate(warmups, start=1) if i >= w]
+    assert len(set(passed)) == 1
+
+
+def test_planner_stops_in_time_when_steps_get_slower():
+    def steps(i):
+        return 0.2 if i < 100 else 0.5
+
+    iterations, seconds, cfg, _ = _run_planned_loop(steps, 60.0, int(60 / 0.2 * 0.9))
+    assert 60.0 - 2.0 - 0.5 - 0.3 * 3 <= seconds <= 60.0
+    assert iterations == cfg.solver.max_iter < int(60 / 0.2 * 0.9)
+
+
+def test_demo_short_budget_ends_within_it_and_uses_it(tmp_path, capsys) -> None:
+    missing = _missing()
+    if missing:
+        pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
+    from panopticdepth.cli.main import main
+
+    out = tmp_path / "demo"
+    minutes = 0.5
+    argv = ["demo", "--output", str(out), "--minutes", str(minutes), "--num-train", "4", "--num-val", "2"]
+    argv += ["--size", "64x128", "--num-vis", "1", *TINY]
+    assert main(argv) == 0
+    run = json.loads((out / "demo_run.json").read_text())
+    seconds, plan = run["seconds"], run["plan"]
+    assert 0.6 * minutes * 60 <= seconds["total"] <= minutes * 60, seconds
+    # Training fills its share of the budget (it ended on the plan, not on the safety stop).
+    assert seconds["train"] >= 0.85 * plan["train_budget_s"], (seconds, plan)
+    assert run["stop_reason"] == "completed"
+    assert run["iterations"] > 3

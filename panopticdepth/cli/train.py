@@ -46,8 +46,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         action="store_false",
         help="skip the check of every training frame's files (partners, headers, sizes) before training",
     )
+    p.add_argument(
+        "--skip-memory-check",
+        dest="memory_check",
+        action="store_false",
+        help="on a CPU, start even when the estimated memory of a training step exceeds the available memory",
+    )
     p.set_defaults(func=run)
     return p
+
+
+def _check_memory(args: argparse.Namespace, cfg, info) -> None:
+    """On the CPU, refuse a config whose training step will not fit in memory (before any work)."""
+    if not getattr(args, "memory_check", True) or info.device.type != "cpu":
+        return
+    import logging
+    import os
+
+    from ..training.memory import check_train_memory
+
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes sharing this machine's memory
+    est = check_train_memory(cfg, local, world_size=info.world_size)
+    logging.getLogger(__name__).info("estimated training memory: %s", est.describe())
 
 
 def _prepare(args: argparse.Namespace):
@@ -110,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = _prepare(args)
     info = init_distributed(cfg.train.device, cfg.train.dist_timeout_minutes)
     if not info.distributed:
+        _check_memory(args, cfg, info)
         _claim_output(args)
         trainer = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info)
         return _report(trainer, trainer.train(), output)
@@ -118,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(getattr(args, "verbose", 0), info.rank)
     code = 0
     try:
+        _check_memory(args, cfg, info)
         if info.is_main:
             _claim_output(args)
         trainer = Trainer(cfg, output, weights=args.weights, resume=args.resume, dist_info=info)

@@ -195,6 +195,10 @@ class Trainer:
         )
         self.start_iter = 0
         self.stop_signals = StopSignals()  # replaced by an installed one while train() runs
+        # Called with the iteration number after every optimizer step. A hook may change
+        # cfg.solver.max_iter (the loop and the LR schedule read it live), e.g. to re-plan the run
+        # for a time budget; with several processes it must decide the same on every rank.
+        self.step_hooks: list[Callable[[int], None]] = []
         self.last_checkpoint: Path | None = None
         # Per-rank randomness (if any piece draws random numbers) differs between ranks.
         seed_all(cfg.train.seed + 1000 * self.info.rank + 1)
@@ -438,7 +442,8 @@ class Trainer:
         iteration = self.start_iter
         self.stop_signals = StopSignals().install()
         try:
-            for it in range(self.start_iter, max_iter):
+            it = self.start_iter
+            while it < cfg.solver.max_iter:
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
 
@@ -446,10 +451,16 @@ class Trainer:
                 if stats.diverged:
                     self._diverged(stats.losses, it + 1)
                 iteration, last = it + 1, stats.losses
+                it = iteration
+                for hook in self.step_hooks:
+                    hook(iteration)
+                max_iter = cfg.solver.max_iter
+                if bar.total != max_iter:
+                    bar.total = max_iter
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['total_loss']:.3f}", lr=f"{lr:.2e}")
                 if metrics_file is not None and (
-                    iteration % max(tcfg.log_period, 1) == 0 or it == 0 or iteration == max_iter
+                    iteration % max(tcfg.log_period, 1) == 0 or iteration == 1 or iteration == max_iter
                 ):
                     dt = time.perf_counter() - t0
                     self._log_iteration(metrics_file, writer, iteration, lr, stats, dt)

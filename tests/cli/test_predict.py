@@ -116,15 +116,16 @@ def test_device_option(tiny_model_dir, tmp_path, capsys):
 
 
 @pytest.mark.oracle
-def test_predict_raw_on_oracle_case(oracle_weights, oracle_case, tmp_path):
+def test_predict_raw_on_oracle_case(standin_weights, small_case, tmp_path):
+    """Runs in every clone: the case is bundled in tests/fixtures/oracle_small."""
     from tests.modeling.test_oracle_end_to_end import convert_case
 
-    model_dir = convert_case(oracle_weights, tmp_path)
+    model_dir = convert_case(standin_weights, tmp_path)
     out = tmp_path / "pred"
-    rc = main(["predict", "--weights", str(model_dir), "--input", str(oracle_case["dir"] / "input.png"),
+    rc = main(["predict", "--weights", str(model_dir), "--input", str(small_case["dir"] / "input.png"),
                "--output", str(out), "--raw"])  # fmt: skip
     assert rc == 0
-    a = oracle_case["arrays"]
+    a = small_case["arrays"]
     seg, cat = a["final_panoptic_2ch_segment_id"], a["final_panoptic_2ch_category"]
     expected = cat * 1000 + np.where(seg > 20, seg - 20, 0)
     raw = np.load(out / "input.npz")

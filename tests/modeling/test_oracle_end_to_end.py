@@ -1,5 +1,8 @@
 """End-to-end conformance: original checkpoint -> `convert --original-config` -> network ->
 post-processing, compared with the original implementation's final outputs on case_small.
+
+Runs in every clone: the case's inputs and final outputs are bundled in `tests/fixtures/oracle_small`
+and the stand-in checkpoint is rebuilt from its key list (`small_case`, `standin_weights`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,10 @@ MODEL:
 """
 
 
-def convert_case(oracle_weights: dict, tmp, yaml_text: str = CASE_YAML):
-    """Save the recipe weights under the original names and run the real `convert` command."""
+def convert_case(weights: dict, tmp, yaml_text: str = CASE_YAML):
+    """Save the stand-in weights under the original names and run the real `convert` command."""
     ckpt = tmp / "original.pth"
-    torch.save({"model": {k: torch.from_numpy(v) for k, v in oracle_weights.items()}}, ckpt)
+    torch.save({"model": {k: torch.from_numpy(v) for k, v in weights.items()}}, ckpt)
     yaml_path = tmp / "case.yaml"
     yaml_path.write_text(yaml_text)
     out = tmp / "model"
@@ -36,25 +39,25 @@ def convert_case(oracle_weights: dict, tmp, yaml_text: str = CASE_YAML):
 
 
 @pytest.fixture(scope="module")
-def model_dir(oracle_weights, tmp_path_factory):
-    return convert_case(oracle_weights, tmp_path_factory.mktemp("oracle_e2e"))
+def model_dir(standin_weights, tmp_path_factory):
+    return convert_case(standin_weights, tmp_path_factory.mktemp("oracle_e2e"))
 
 
-def _predict(model_dir, oracle_case, overrides=None):
-    image = read_image_rgb(oracle_case["dir"] / "input.png")
-    bgr = oracle_case["arrays"]["input_image_bgr_chw_uint8"]
+def _predict(model_dir, case, overrides=None):
+    image = read_image_rgb(case["dir"] / "input.png")
+    bgr = case["arrays"]["input_image_bgr_chw_uint8"]
     assert np.array_equal(image[..., ::-1].transpose(2, 0, 1), bgr)
     return Predictor.from_dir(model_dir, overrides=overrides).predict(image)
 
 
 @pytest.fixture(scope="module")
-def prediction(model_dir, oracle_case):
+def prediction(model_dir, small_case):
     """The default path: `deform_impl=auto`, i.e. the native kernel where it compiles."""
-    return _predict(model_dir, oracle_case)
+    return _predict(model_dir, small_case)
 
 
 @pytest.fixture(scope="module")
-def prediction_reference_dcn(model_dir, oracle_case):
+def prediction_reference_dcn(model_dir, small_case):
     """With torchvision's deform_conv2d, the kernel the oracle itself used.
 
     The recipe weights make the centre logits flat to ~1e-6 along rows, so which positions pass
@@ -63,7 +66,7 @@ def prediction_reference_dcn(model_dir, oracle_case):
     instead of 185 thing candidates here), hence a different instance list. The default kernel
     must therefore give torchvision's bits, not just its values.
     """
-    return _predict(model_dir, oracle_case, ["model.heads.deform_impl=torchvision"])
+    return _predict(model_dir, small_case, ["model.heads.deform_impl=torchvision"])
 
 
 def test_default_kernel_gives_the_reference_kernels_bits(prediction, prediction_reference_dcn):
@@ -73,9 +76,9 @@ def test_default_kernel_gives_the_reference_kernels_bits(prediction, prediction_
 
 
 @pytest.mark.parametrize("which", ["prediction", "prediction_reference_dcn"])
-def test_final_maps_match(which, request, oracle_case):
+def test_final_maps_match(which, request, small_case):
     prediction = request.getfixturevalue(which)
-    a = oracle_case["arrays"]
+    a = small_case["arrays"]
     seg, cat = a["final_panoptic_2ch_segment_id"], a["final_panoptic_2ch_category"]
     agree = (prediction.segment_ids.numpy() == seg) & (prediction.semantic.numpy() == cat)
     assert agree.mean() >= 0.999, f"only {agree.mean():.5f} of the pixels agree"
@@ -83,12 +86,13 @@ def test_final_maps_match(which, request, oracle_case):
     assert (prediction.panoptic.numpy() == cat * 1000 + inst).mean() >= 0.999
     diff = np.abs(prediction.depth.numpy() - a["final_depth"])[agree]
     assert diff.max() < 1e-3, f"depth max abs diff {diff.max()} m"
+    # The bundled probabilities are float16 (rounding <= 2.5e-4).
     np.testing.assert_allclose(prediction.sem_seg_probs.numpy(), a["final_sem_seg_probs"], atol=1e-3)
 
 
 @pytest.mark.parametrize("which", ["prediction", "prediction_reference_dcn"])
-def test_instance_list_matches(which, request, oracle_case):
-    a = oracle_case["arrays"]
+def test_instance_list_matches(which, request, small_case):
+    a = small_case["arrays"]
     prediction = request.getfixturevalue(which)
     assert prediction.instance_classes.tolist() == a["final_instances_classes"].tolist()
     np.testing.assert_allclose(prediction.instance_scores.numpy(), a["final_instances_scores"], atol=1e-3)
@@ -98,10 +102,10 @@ def test_instance_list_matches(which, request, oracle_case):
     assert np.abs(areas - expected).max() <= 2, np.abs(areas - expected).max()
 
 
-def test_default_kernel_bits_at_another_size_and_batch(model_dir, oracle_case):
+def test_default_kernel_bits_at_another_size_and_batch(model_dir, small_case):
     """Hidden cases use other sizes: the default kernel must give torchvision's bits there too,
     also for a batch (torchvision puts a batch into one GEMM) and an odd size (padding)."""
-    image = read_image_rgb(oracle_case["dir"] / "input.png")
+    image = read_image_rgb(small_case["dir"] / "input.png")
     crops = [np.ascontiguousarray(image[:100, :200]), np.ascontiguousarray(image[20:120, 40:240])]
     results = {}
     for impl in ("auto", "torchvision"):

@@ -191,6 +191,27 @@ def test_time_budget_stops_and_saves(tmp_path):
     assert Checkpointer(tmp_path).latest().name == f"iter_{result.iteration:07d}"
 
 
+def test_step_hook_replans_max_iter_live(tmp_path):
+    """A step hook may move solver.max_iter: the loop and the LR schedule follow it."""
+    cfg = tiny_cfg(6, checkpoint_period=0)
+    trainer = make_trainer(cfg, tmp_path)
+    seen = []
+
+    def hook(iteration):
+        seen.append(iteration)
+        if iteration == 2:
+            cfg.solver.max_iter = 4
+
+    trainer.step_hooks.append(hook)
+    result = trainer.train()
+    assert result.iteration == 4 and result.reason == "completed" and seen == [1, 2, 3, 4]
+    rows = read_metrics(tmp_path)
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4]
+    # The LR of step 3 was set before the hook ran (max_iter 6); step 4 decays towards 4.
+    assert rows[2]["lr"] == pytest.approx(0.01 * (1 - 2 / 6) ** 0.9, rel=1e-9)
+    assert rows[3]["lr"] == pytest.approx(0.01 * (1 - 3 / 4) ** 0.9, rel=1e-9)
+
+
 def test_sampler_shards_and_resumes():
     n, world, bs = 7, 2, 3
     streams = []

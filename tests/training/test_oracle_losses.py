@@ -1,4 +1,5 @@
-"""Conformance of the training losses with the original implementation (oracle case_small).
+"""Conformance of the training losses with the original implementation (case_small, bundled in
+`tests/fixtures/oracle_small`, so this runs in every clone).
 
 The recipe weights go through the converter's key mapping (`convert_state_dict`, strict load), the model
 runs in train mode on the recorded training input (192x448, already padded by the original's
@@ -20,7 +21,7 @@ LOSS_NAMES = ("loss_pos_th", "loss_pos_st", "loss_seg_th", "loss_seg_st", "loss_
 
 
 def oracle_train_sample(arrays: dict) -> dict:
-    """The recorded training inputs as a Sample (contract 1): BGR image flipped to RGB."""
+    """The recorded training inputs as a Sample: BGR image flipped to RGB."""
     image_bgr = arrays["train_input_image_bgr_chw_uint8"]
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image_bgr[::-1])),
@@ -33,7 +34,7 @@ def oracle_train_sample(arrays: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def oracle_model(oracle_weights):
+def oracle_model(standin_weights):
     """Recipe weights under the original names -> converter key mapping -> strict load."""
     try:
         from panopticdepth.checkpoint.convert_original import convert_state_dict, infer_model_overrides
@@ -43,7 +44,7 @@ def oracle_model(oracle_weights):
         pytest.skip(f"network / checkpoint converter not available yet: {err}")
     from panopticdepth.config import load_config
 
-    original = {k: torch.from_numpy(v) for k, v in oracle_weights.items()}
+    original = {k: torch.from_numpy(v) for k, v in standin_weights.items()}
     cfg = load_config(None, infer_model_overrides(original))
     model = build_model(cfg.model)
     load_weights_into(model, convert_state_dict(original, "oracle recipe"), "oracle recipe")
@@ -51,11 +52,11 @@ def oracle_model(oracle_weights):
 
 
 @pytest.fixture(scope="module")
-def oracle_losses(oracle_model, oracle_case):
+def oracle_losses(oracle_model, small_case):
     from panopticdepth.modeling.preprocess import preprocess
 
     model, cfg = oracle_model
-    sample = oracle_train_sample(oracle_case["arrays"])
+    sample = oracle_train_sample(small_case["arrays"])
     batch, _ = preprocess([sample["image"]], cfg.model)
     assert tuple(batch.shape[-2:]) == (192, 448)
     model.train()
@@ -66,8 +67,8 @@ def oracle_losses(oracle_model, oracle_case):
 
 
 @pytest.mark.parametrize("name", LOSS_NAMES)
-def test_loss_matches_original(oracle_losses, oracle_case, name):
-    expected = float(oracle_case["arrays"][name])
+def test_loss_matches_original(oracle_losses, small_case, name):
+    expected = small_case["losses"][name]
     got = float(oracle_losses[name].detach())
     assert np.isfinite(got)
     assert got == pytest.approx(expected, rel=1e-4), f"{name}: {got} vs original {expected}"
