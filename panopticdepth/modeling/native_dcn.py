@@ -1,12 +1,19 @@
-"""A faster CPU forward of `torchvision.ops.deform_conv2d` with bit-identical results.
+"""A faster CPU `torchvision.ops.deform_conv2d`: bit-identical forward, native backward.
 
 torchvision's CPU kernel builds the im2col columns in one single-threaded loop that redoes the
 bilinear coordinate work for every channel; on this model that loop, not the GEMM, is most of the
 cost. `csrc/deform_im2col.c` does the same floating-point operations in the same order, with the
 coordinate work done once per (tap, position) and the channels split over OpenMP threads; the
 columns then go through the same `weight @ columns` GEMM that torchvision issues, so the output
-has the same bits (tests compare with `torch.equal`). It is a forward-only kernel: training keeps
-torchvision's (or the sampling formulation's) autograd.
+has the same bits (tests compare with `torch.equal`).
+
+Under autograd the call goes through `DeformConv2dFunction`, whose backward is native too: the
+column gradient `weight^T @ grad_out` and the weight gradient `grad_out @ columns^T` are PyTorch
+GEMMs, and one C pass per image turns the column gradient into the input gradient (column to image,
+each thread owning whole channel planes) and the offset and mask gradients (per-thread sums over
+its channels, added up at the end). Gradients equal torchvision's to float32 rounding; measured
+4x faster forward + backward than torchvision's CPU kernel on the model's 256-channel layer
+(benchmarks/dcn_backward.py).
 
 The C file is compiled on first use with the system C compiler (`$CC`, else `cc`) into a cache
 directory (`$PANOPTICDEPTH_CACHE_DIR`, else `$XDG_CACHE_HOME/panopticdepth`, else

@@ -1,4 +1,5 @@
-/* Modulated deformable im2col (DCNv2) for the CPU, bit-for-bit equal to torchvision's.
+/* Modulated deformable im2col (DCNv2) for the CPU, bit-for-bit equal to torchvision's, and its
+   backward.
 
    torchvision's CPU kernel computes, for every input channel c, kernel tap k and output position p,
        columns[c*K + k][p] = mask[k][p] * (w1*v1 + w2*v2 + w3*v3 + w4*v4)
@@ -8,7 +9,9 @@
    floating-point operations, in the same order, are split in two phases:
 
    1. `prepare`: per (k, p), once: the top-left corner's flat index into the zero-padded channel
-      plane and the four weights (all 0 for a point outside (-1, H) x (-1, W)).
+      plane and the four weights (all 0 for a point outside (-1, H) x (-1, W)). For the backward
+      (`frac` not NULL) it also keeps the fractional parts ly, lx, and gives a corner to points on
+      the closed edges y = -1 or x = -1 too, whose weights stay 0.
    2. `columns`: per channel (threads take disjoint channels) and tap, along the positions: two
       paired loads, the weighted sum and the mask product, written where torchvision's column
       matrix has them (row c*K + k, column col0 + p).
@@ -16,7 +19,9 @@
    The caller pads every channel plane with one zero row on top, two at the bottom and one zero
    column on each side, so a corner outside the image reads 0 exactly as torchvision's bounds
    tests do, and a point outside the sampling range reads four zeros with four zero weights.
-   Must be compiled with -ffp-contract=off: a fused multiply-add would round differently. */
+   Must be compiled with -ffp-contract=off: a fused multiply-add would round differently.
+
+   `backward` (at the end of the file) is the gradient of the same operation. */
 
 #include <math.h>
 #include <stddef.h>
