@@ -57,9 +57,10 @@ class HeadsConfig:
     encoder_deform: bool = True
     depth_kernel_deform: bool = True
     # DCNv2 kernel: "torchvision" (torchvision.ops.deform_conv2d, what the original's outputs were
-    # made with); "native" (modeling/native_dcn.py: the same bits, ~4x faster CPU forward,
-    # compiled once with the system C compiler, inference only); "auto" = native where it applies
-    # and is available, else torchvision; "sample" (grid_sample + matmul: 2.7x faster
+    # made with); "native" (modeling/native_dcn.py: the same forward bits, ~4x faster CPU forward,
+    # with a native backward for CPU training, compiled once with the system C compiler); "auto" =
+    # native on CPU float32/float64 (inference and training) when available, else torchvision
+    # (CUDA, tracing/export, no compiler); "sample" (grid_sample + matmul: 2.7x faster
     # forward+backward for CPU training, equal only up to float32 rounding, which can flip
     # near-tied centre peaks).
     deform_impl: Literal["auto", "native", "torchvision", "sample"] = "auto"

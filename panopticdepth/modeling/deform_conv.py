@@ -7,10 +7,12 @@ original's `chunk(3)` + `cat(o1, o2)` is exactly "channels 0-17 = offset, sigmoi
 
 * ``"torchvision"``: `torchvision.ops.deform_conv2d`, the reference (what the oracle was made with).
 * ``"native"``: `native_dcn.deform_conv2d`, the same operations in the same order as torchvision's
-  CPU kernel (bit-identical output) but ~4x faster; forward only, needs a C compiler once.
-* ``"auto"`` (default): ``"native"`` for CPU float32/float64 inference when it is available,
-  otherwise ``"torchvision"``; so results are torchvision's bits either way. Under autocast the
-  layer runs in float32 (see `ModulatedDeformConv2d`).
+  CPU kernel (bit-identical output) but ~4x faster, with a native backward (gradients equal to
+  torchvision's to rounding); needs a C compiler once.
+* ``"auto"`` (default): ``"native"`` on the CPU in float32/float64, for inference and training,
+  when it is available; torchvision's kernel on CUDA, while tracing or compiling (export), and
+  when the native kernel cannot be built. Forward outputs are torchvision's bits either way.
+  Under autocast the layer runs in float32 (see `ModulatedDeformConv2d`).
 * ``"sample"``: the nine taps are bilinearly sampled with `F.grid_sample` (zero padding, which has
   the same "corners outside the image read 0" rule), modulated, then one matmul with the weight.
   Measured on this 2-core CPU (256->256, 64x128 map, 1 thread): ~1.5x faster forward and ~2.7x
@@ -129,11 +131,13 @@ class ModulatedDeformConv2d(nn.Module):
             x32 = x_bchw.float()
             om = self.offset_conv(x32)
             offset_b18hw, mask_b9hw = om[:, :18], om[:, 18:].sigmoid()
-            if low == torch.bfloat16 and self.impl in ("auto", "native") and self._native_applies(x32):
-                # float32 sampling, then bfloat16 columns and GEMM, as an autocast conv would run.
+            if self.impl in ("auto", "native") and self._native_applies(x32):
+                # Inference: float32 sampling, then bfloat16 columns and GEMM, as an autocast conv
+                # would run. With autograd (or under float16): the float32 kernel and backward.
+                bf16 = low == torch.bfloat16 and not self._records_grad(x32)
                 return native_dcn.deform_conv2d(
                     x32, offset_b18hw, self.weight.float(), self.bias, stride=1, padding=1,
-                    mask=mask_b9hw, gemm_dtype=torch.bfloat16,
+                    mask=mask_b9hw, gemm_dtype=torch.bfloat16 if bf16 else None,
                 )  # fmt: skip
             return self._deform(x32, offset_b18hw, mask_b9hw)
 
@@ -153,12 +157,13 @@ class ModulatedDeformConv2d(nn.Module):
             return deform_conv3x3_sample(x, offset, mask, self.weight, self.bias)
         return deform_conv2d(x, offset, self.weight.to(x.dtype), self.bias, stride=1, padding=1, mask=mask)
 
+    def _records_grad(self, x_bchw: torch.Tensor) -> bool:
+        return torch.is_grad_enabled() and any(p.requires_grad for p in (x_bchw, *self.parameters()))
+
     def _native_applies(self, x_bchw: torch.Tensor) -> bool:
-        """The native kernel is forward-only and eager-only: autograd, tracing and export use
-        torchvision's."""
-        if x_bchw.device.type != "cpu":
-            return False
-        if torch.is_grad_enabled() and (x_bchw.requires_grad or self.weight.requires_grad):
+        """The native kernel (with its backward) runs eagerly on CPU float32/float64 tensors:
+        CUDA, tracing and export use torchvision's."""
+        if x_bchw.device.type != "cpu" or x_bchw.dtype not in (torch.float32, torch.float64):
             return False
         if torch.jit.is_tracing() or torch.compiler.is_compiling():
             return False

@@ -101,11 +101,13 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="float32/float64"):
         native_dcn.deform_conv2d(x.half(), offset, weight, bias, padding=1)
     with pytest.raises(RuntimeError, match="no backward"):
-        native_dcn.deform_conv2d(x.requires_grad_(), offset, weight, bias, padding=1)
+        native_dcn.deform_conv2d(
+            x.requires_grad_(), offset, weight, bias, padding=1, gemm_dtype=torch.bfloat16
+        )
 
 
 @needs_native
-def test_module_auto_uses_native_in_inference_and_torchvision_for_autograd(monkeypatch):
+def test_module_auto_uses_native_in_inference_and_for_autograd(monkeypatch):
     torch.manual_seed(0)
     module = ModulatedDeformConv2d(8, 6, impl="auto")
     reference = ModulatedDeformConv2d(8, 6, impl="torchvision")
@@ -122,9 +124,9 @@ def test_module_auto_uses_native_in_inference_and_torchvision_for_autograd(monke
     with torch.inference_mode():
         assert torch.equal(module(x), reference(x))
     assert len(calls) == 1
-    # With autograd the module takes torchvision's differentiable kernel: same values, gradients flow.
+    # With autograd the module takes the native kernel and its backward: same values, gradients flow.
     out = module(x.requires_grad_())
-    assert len(calls) == 1
+    assert len(calls) == 2
     out.sum().backward()
     assert module.weight.grad is not None and x.grad is not None
     assert torch.equal(out.detach(), reference(x).detach())
