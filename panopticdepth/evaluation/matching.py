@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .depth_metrics import dot
 from .protocol import Protocol
 
 # Past this many cells a dense bincount / lookup table is wasteful; split or sort instead.
@@ -284,7 +285,7 @@ def depth_levels_int(
     # Side value: sum over valid pixels of |p - g| / g (as |p - g| * (1/g): equal to ~1e-16 relative).
     inv_g = np.take(inverse_table(), g_idx)  # 0 where g = 0
     abs_diff = diff.astype(np.float64)
-    err_sum = float(np.dot(abs_diff, inv_g))
+    err_sum = dot(abs_diff, inv_g)
     n_valid = int(np.count_nonzero(g))
     if metrics_scale is None:
         return level, err_sum, n_valid
