@@ -2,8 +2,9 @@
 
 Reads a torch-saved dict with a "model" entry, a bare state dict (`.pth`), or a Detectron2-style
 pickle of numpy arrays (`.pkl`), without running code from the file unless asked to. Every
-original key is mapped by the rules of spec/state_dict.md; the result is checked against the
-model built from the config: any unmapped, missing or mis-shaped key raises `CheckpointError` naming it.
+original key is mapped by `map_original_key` (the tower, prefix and projection tables below); the
+result is checked against the model built from the config: any unmapped, missing or mis-shaped
+key raises `CheckpointError` naming it.
 """
 
 from __future__ import annotations
