@@ -282,7 +282,8 @@ def evaluate_and_visualise(model: Any, cfg: Config, out_dir: Path, num_vis: int)
         gt_depth = _numpy(sample.get("depth"))
         eval_depth = None
         if pred_depth is not None:
-            # As `evaluate`: the official writer stores floor(clamp(d, 0, max) * 256) (trap 53).
+            # As `evaluate`: the official writer stores floor(clamp(d, 0, max) * 256)
+            # (docs/original_implementation.md#depth-png).
             eval_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
         meta = sample.get("meta", {})
         ev.update(pred, eval_depth, gt_pan, gt_depth, sequence=meta.get("sequence"))

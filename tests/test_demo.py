@@ -66,7 +66,7 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
     assert "PQ" in printed and "DPQ" in printed and "AbsRel" in printed
 
     summary = json.loads((out / "metrics.json").read_text())
-    # The shape of `evaluate --json` (contract 7), percentages in [0, 100].
+    # The shape of `evaluate --json`, percentages in [0, 100].
     for key in ("pq", "pq_th", "pq_st"):
         assert 0.0 <= summary["pq"][key] <= 100.0
     for lam in ("0.5", "0.25", "0.1", "mean"):

@@ -1,4 +1,4 @@
-"""Model directory (contract 4): `model.safetensors` (this library's names) + `config.yaml`.
+"""Model directory: `model.safetensors` (this library's names) + `config.yaml`.
 
 The pair is self-describing: `load_model_dir(dir)` rebuilds the network from the saved config and
 loads the weights strictly, naming every missing, unexpected or mis-shaped entry.

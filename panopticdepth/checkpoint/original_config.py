@@ -1,4 +1,5 @@
-"""Translate the original implementation's Detectron2 YAML (spec section 0) into this library's Config.
+"""Translate the original implementation's Detectron2 YAML (docs/original_implementation.md#config-defaults)
+into this library's Config.
 
 Keys absent from the YAML keep this library's defaults, which are the released Cityscapes-DPS
 values, so a YAML that lists only the changed keys works. `_BASE_` chains are followed relative

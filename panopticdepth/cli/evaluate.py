@@ -50,7 +50,8 @@ def register(sub) -> argparse.ArgumentParser:
         description=(
             "Evaluate prediction files in the official format against ground truth in the released "
             "layout (--gt/--pred), or run a model on a dataset and evaluate it (--weights/--data). "
-            "Numbers equal the official evaluators (PROTOCOL.md); PQ-type values are in percent."
+            "Numbers equal the official evaluators (see docs/evaluation_protocol.md); PQ-type values are "
+            "in percent."
         ),
     )
     p.add_argument(
@@ -181,7 +182,8 @@ def _run_files(args: argparse.Namespace) -> dict:
 
 
 def _run_model(args: argparse.Namespace) -> dict:
-    """Inference + evaluation (contracts 1 and 6): predictions are never written to disk."""
+    """Inference + evaluation (dataset Samples through the Predictor): predictions are never written to
+    disk."""
     import numpy as np
 
     if not args.data:
@@ -192,7 +194,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     from ..modeling.predictor import Predictor
     from ..utils.progress import progress
 
-    # load_model_dir (contract 4) rather than Predictor.from_dir: the data section of the config is needed.
+    # load_model_dir rather than Predictor.from_dir: the data section of the config is needed.
     model, cfg = load_model_dir(args.weights, config_path=args.config, overrides=args.overrides)
     args.resolved_config = cfg
     predictor = Predictor(model, cfg, device=args.device, with_instance_masks=False, with_sem_seg=False)
@@ -231,7 +233,8 @@ def _run_model(args: argparse.Namespace) -> dict:
         pred_depth = None if getattr(result, "depth", None) is None else _numpy(result.depth)
         gt_depth = None if sample.get("depth") is None else _numpy(sample["depth"])
         if pred_depth is not None:
-            # The official writer truncates metres * 256 of depth clamped to [0, max_depth] (trap 53).
+            # The official writer truncates metres * 256 of depth clamped to [0, max_depth]
+            # (docs/original_implementation.md#depth-png).
             pred_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
         meta = sample.get("meta", {})
         ev.update(pred, pred_depth, _numpy(sample["panoptic"]), gt_depth, sequence=meta.get("sequence"))

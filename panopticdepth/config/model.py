@@ -1,7 +1,8 @@
 """Model configuration: backbone, FPN, heads, depth and inference.
 
 Defaults are the released Cityscapes-DPS configuration of the original implementation
-(spec section 0), so a converted original checkpoint runs with no YAML at all.
+(docs/original_implementation.md#config-defaults), so a converted original checkpoint runs with no YAML at
+all.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class FPNConfig:
 
 @dataclass
 class HeadsConfig:
-    """Widths and switches of the semantic FPN, encoders and per-level heads (spec 1.4-1.10)."""
+    """Widths and switches of the semantic FPN, encoders and per-level heads
+    (docs/original_implementation.md#single-head)."""
 
     convs_dim: int = field(default=256, metadata=rules(at_least(1)))
     num_convs: int = field(default=3, metadata=rules(at_least(0)))
@@ -64,7 +66,8 @@ class HeadsConfig:
     # forward+backward for CPU training, equal only up to float32 rounding, which can flip
     # near-tied centre peaks).
     deform_impl: Literal["auto", "native", "torchvision", "sample"] = "auto"
-    # CoordConv input (two coordinate channels appended once, spec 1.5) per tower.
+    # CoordConv input (two coordinate channels appended once, docs/original_implementation.md#coordconv) per
+    # tower.
     position_coord: bool = False
     kernel_coord: bool = True
     encoder_coord: bool = True
@@ -78,7 +81,8 @@ class HeadsConfig:
     semantic_norm: str = "GN"
     # GroupNorm groups used by the heads' towers.
     norm_groups: int = field(default=32, metadata=rules(at_least(1)))
-    # Prior bias of the centre and region logits (MODEL.POSITION_HEAD.THING.BIAS_VALUE, trap 15).
+    # Prior bias of the centre and region logits (MODEL.POSITION_HEAD.THING.BIAS_VALUE,
+    # docs/original_implementation.md#prior-bias).
     bias_value: float = -2.19
 
 
@@ -100,7 +104,8 @@ class DepthConfig:
 
 @dataclass
 class InferenceConfig:
-    """Post-processing thresholds (spec 2.1-4.2); defaults = the released Cityscapes-DPS YAML."""
+    """Post-processing thresholds (docs/original_implementation.md#thing-thresholds); defaults = the released
+    Cityscapes-DPS YAML."""
 
     # MODEL.POSITION_HEAD.THING.THRES: keep centre candidates with score > this (strict)
     thing_threshold: float = field(default=0.01, metadata=rules(at_least(0)))
@@ -123,7 +128,8 @@ class InferenceConfig:
     combine_instance_threshold: float = field(default=0.2, metadata=rules(at_least(0)))
     combine_overlap_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
     stuff_area_limit: int = field(default=2048, metadata=rules(at_least(0)))
-    # Depth embedding resized straight from 1/4 to the output size (the original, trap 7); False =
+    # Depth embedding resized straight from 1/4 to the output size
+    # (docs/original_implementation.md#depth-resize); False =
     # the mask path (x4, crop the padding, resize), which is correct for padded inputs.
     depth_direct_resize: bool = True
 

@@ -44,11 +44,12 @@ class LossConfig:
     segment: float = field(default=4.0, metadata=rules(at_least(0)))
     focal_alpha: float = field(default=0.25, metadata=rules(between(0, 1)))
     focal_gamma: float = field(default=2.0, metadata=rules(at_least(0)))
-    # FACTOR: weight of both depth losses (spec 6.4)
+    # FACTOR: weight of both depth losses (docs/original_implementation.md#depth-losses)
     depth: float = field(default=5.0, metadata=rules(at_least(0)))
     # FACTOR_INS: extra weight of the instance-level depth loss
     depth_instance: float = field(default=1.0, metadata=rules(at_least(0)))
-    # factor on the scale-invariant log term inside L~ = si * SI + REL (trap 18; Eq. 6 has 1)
+    # factor on the scale-invariant log term inside L~ = si * SI + REL (Eq. 6 has 1;
+    # docs/original_implementation.md#depth-si-factor)
     depth_si_factor: float = field(default=5.0, metadata=rules(at_least(0)))
     # instance-level depth loss (variants E/F of Table 3); with T1 it supervises the min depth
     instance_depth_loss: bool = True
@@ -56,7 +57,7 @@ class LossConfig:
 
 @dataclass
 class TargetConfig:
-    """Ground-truth generation (spec section 5)."""
+    """Ground-truth generation (docs/original_implementation.md#target-sizes)."""
 
     # [min, max] object size per head level (p3..p7)
     instance_scales: list[list[int]] = field(
@@ -70,11 +71,11 @@ class TargetConfig:
     ignore_value: int = 255
     # stride of the mask/depth embedding (SEMANTIC_FPN.COMMON_STRIDE)
     common_stride: int = field(default=4, metadata=rules(at_least(1)))
-    # guidance positions: downsampled GT mask > this (spec 2.5)
+    # guidance positions: downsampled GT mask > this (docs/original_implementation.md#guidance-weights)
     guidance_threshold: float = field(default=0.1, metadata=rules(between(0, 1)))
-    # stuff score maps: values below are zeroed (spec 5.1)
+    # stuff score maps: values below are zeroed (docs/original_implementation.md#soft-stuff-targets)
     stuff_score_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
-    # stuff pixel depth loss: sem_labels > this (things use > 0, trap 19)
+    # stuff pixel depth loss: sem_labels > this (things use > 0, docs/original_implementation.md#depth-losses)
     stuff_depth_threshold: float = field(default=0.5, metadata=rules(between(0, 1)))
 
 

@@ -163,9 +163,10 @@ def check_same_size(image_hw3: np.ndarray, other_hw: np.ndarray, path: Path | st
 
 
 class FrameDataset(Dataset):
-    """Map-style dataset of Samples (contract 1); augmentation seeded per (seed, epoch, index)."""
+    """Map-style dataset of Samples; augmentation seeded per (seed, epoch, index)."""
 
-    #: Cityscapes panoptic marks crowd regions with instance 0 (§8.2); DVPS does not (trap 42).
+    #: Cityscapes panoptic marks crowd regions with instance 0; DVPS does not
+    # (docs/original_implementation.md#cityscapes-dvps).
     crowd_instance_zero = False
     #: DVPS drops instances whose inclusive box is 1 pixel thin.
     drop_thin = True

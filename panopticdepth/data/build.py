@@ -1,4 +1,4 @@
-"""`build_dataset` / `collate_samples` (contract 1): one entry point for every dataset format."""
+"""`build_dataset` / `collate_samples`: one entry point for every dataset format."""
 
 from __future__ import annotations
 

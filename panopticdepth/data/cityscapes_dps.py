@@ -1,4 +1,4 @@
-"""Cityscapes-DVPS reader (spec §8.3).
+"""Cityscapes-DVPS reader (docs/original_implementation.md#cityscapes-dvps).
 
 Layout: `video_sequence/{split}/<prefix>_{leftImg8bit,gtFine_instanceTrainIds,depth}.png`.
 

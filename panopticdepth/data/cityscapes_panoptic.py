@@ -1,4 +1,5 @@
-"""Cityscapes panoptic reader (spec §8.2): `leftImg8bit/{split}/<city>/*_leftImg8bit.png` with
+"""Cityscapes panoptic reader (docs/original_implementation.md#cityscapes-panoptic):
+`leftImg8bit/{split}/<city>/*_leftImg8bit.png` with
 `gtFine/cityscapes_panoptic_{split}/*.png` + `gtFine/cityscapes_panoptic_{split}.json` (COCO panoptic,
 as written by `cityscapesscripts/preparation/createPanopticImgs.py`).
 
@@ -27,7 +28,8 @@ def _find_root(root: Path, split: str) -> Path:
         if (cand / "gtFine" / f"cityscapes_panoptic_{split}.json").is_file():
             return cand
     raise SplitNotFound(
-        f"{root}: no gtFine/cityscapes_panoptic_{split}.json (Cityscapes panoptic layout, spec §8.2)"
+        f"{root}: no gtFine/cityscapes_panoptic_{split}.json (expected the Cityscapes panoptic layout "
+        "written by the cityscapesScripts panoptic conversion)"
     )
 
 

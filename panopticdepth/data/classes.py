@@ -1,6 +1,7 @@
 """Class tables: Cityscapes (from `cityscapesscripts.helpers.labels`) and SemKITTI-DVPS.
 
-The library's label space is the Cityscapes one (spec §8.1): 19 train ids, stuff 0..10, things
+The library's label space is the Cityscapes one (docs/original_implementation.md#class-ids): 19 train ids,
+stuff 0..10, things
 11..18, thing index = train id - 11. Other datasets are mapped into it at load time.
 """
 
@@ -20,7 +21,8 @@ FIRST_THING_ID = 11
 _TRAIN = sorted((lab for lab in _CS_LABELS if 0 <= lab.trainId < IGNORE_LABEL), key=lambda lab: lab.trainId)
 CITYSCAPES_CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in _TRAIN)
 CITYSCAPES_COLORS: tuple[tuple[int, int, int], ...] = tuple(tuple(lab.color) for lab in _TRAIN)
-# Cityscapes label id -> train id (255 for ignored labels); used by the panoptic JSON reader (§8.2).
+# Cityscapes label id -> train id (255 for ignored labels); used by the panoptic JSON reader
+# (docs/original_implementation.md#cityscapes-panoptic).
 CITYSCAPES_ID_TO_TRAIN_ID: dict[int, int] = {
     lab.id: (lab.trainId if 0 <= lab.trainId < IGNORE_LABEL else IGNORE_LABEL)
     for lab in _CS_LABELS
@@ -31,7 +33,8 @@ TRAIN_ID = {name: i for i, name in enumerate(CITYSCAPES_CLASS_NAMES)}
 assert len(CITYSCAPES_CLASS_NAMES) == NUM_CLASSES
 assert all(_TRAIN[t].hasInstances for t in THING_TRAIN_IDS)
 
-# SemKITTI-DVPS (ViP-DeepLab release; PROTOCOL.md §10): things 0..7, stuff 8..18, 255 = void.
+# SemKITTI-DVPS (ViP-DeepLab release; docs/evaluation_protocol.md#semkitti): things 0..7, stuff 8..18, 255 =
+# void.
 SEMKITTI_CLASS_NAMES: tuple[str, ...] = (
     "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist",
     "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation", "trunk",

@@ -1,4 +1,4 @@
-"""SemKITTI-DVPS reader (ViP-DeepLab release; PROTOCOL.md §10).
+"""SemKITTI-DVPS reader (ViP-DeepLab release; docs/evaluation_protocol.md#semkitti).
 
 Per frame in `video_sequence/{split}/`: `<prefix>_leftImg8bit.png`, `<prefix>_gtFine_class.png`
 (8-bit SemKITTI class 0..18, 255 = void), `<prefix>_gtFine_instance.png` (16-bit instance id,

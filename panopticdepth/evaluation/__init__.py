@@ -1,6 +1,6 @@
 """Metrics: PQ (Eq. 10), DPQ / DVPQ (Eq. 11) exactly as the official evaluators, depth metrics.
 
-`DPSEvaluator` accumulates per-class sums frame by frame (contract 7); `evaluate_folders` runs it
+`DPSEvaluator` accumulates per-class sums frame by frame in constant memory; `evaluate_folders` runs it
 over prediction files in the official formats; `format_table` prints a paper-style table.
 """
 

@@ -1,4 +1,4 @@
-"""`DPSEvaluator`: PQ / DPQ / DVPQ and depth metrics accumulated in constant memory (contract 7).
+"""`DPSEvaluator`: PQ / DPQ / DVPQ and depth metrics accumulated in constant memory.
 
 State is per-class sums (tp, fn, fp, iou_sum) for every (window size k, lambda run), depth-metric
 pixel sums and the evaluator's abs_rel side value; the only per-frame state kept is the pair tables
@@ -42,7 +42,7 @@ class DPSEvaluator:
     SemKITTI) is always computed too and gives PQ. `frames`: window sizes k; the first one is the
     headline (k = 1 is single-frame DPQ). `dataset` selects the official evaluator's conventions
     (`protocol.py`). `depth_scale`: depth arrays are in units of 1/depth_scale metres (256 for raw
-    PNG integers: the official depth test runs on those integers, section 4).
+    PNG integers: the official depth test runs on those integers, docs/evaluation_protocol.md#encodings).
     """
 
     def __init__(
@@ -163,7 +163,8 @@ class DPSEvaluator:
         return FrameRecord(table, err_sum, err_n, dsums)
 
     def _check_categories(self, table: PairTable, name: str) -> None:
-        """Categories the official evaluator would crash on are input errors (section 3 / 10)."""
+        """Categories the official evaluator would crash on are input errors
+        (docs/evaluation_protocol.md#encodings, docs/evaluation_protocol.md#semkitti)."""
         div, p = self.protocol.label_divisor, self.protocol
         bad_pred = sorted(set(np.unique(table.pred // div).tolist()) - p.valid_pred_categories)
         if bad_pred:
@@ -193,7 +194,8 @@ class DPSEvaluator:
         )
 
     def add_frame(self, record: FrameRecord, sequence: Hashable = None) -> None:
-        """Count every window that ends at this frame (windows of k frames, stride 1: section 6)."""
+        """Count every window that ends at this frame (windows of k frames, stride 1:
+        docs/evaluation_protocol.md#windows)."""
         key = None if self.protocol.windows_cross_sequences else sequence
         pending = self._pending.setdefault(key, deque(maxlen=max(self.frames)))
         pending.append(record)
@@ -239,7 +241,8 @@ class DPSEvaluator:
         return self
 
     def abs_rel_internal(self, k_index: int) -> float:
-        """The official evaluators' internal abs_rel (never printed by them; section 4)."""
+        """The official evaluators' internal abs_rel (never printed by them;
+        docs/evaluation_protocol.md#abs-rel)."""
         if self.protocol.abs_rel_unit == "window":
             total, count = self._abs_rel_win[k_index]
             return float(total / count) if count else 0.0
@@ -309,7 +312,7 @@ def _narrow(ids: np.ndarray) -> np.ndarray:
 
 
 def _numpy(x):
-    """Accept torch tensors as well as arrays (contract 7 callers hold tensors)."""
+    """Accept torch tensors as well as arrays (callers often hold tensors)."""
     if x is None or isinstance(x, np.ndarray):
         return x
     if hasattr(x, "detach"):

@@ -12,7 +12,7 @@ clamped to >= 1e-3 m so that they stay finite where the prediction is 0):
 * delta1/2/3 = 100 * fraction of pixels with max(d/g, g/d) < 1.25, 1.25^2, 1.25^3   [%]
 
 abs_rel equals the DPQ evaluators' internal side value only when that is pooled the same way
-(they average it per sequence or per window: PROTOCOL.md section 4).
+(they average it per sequence or per window: docs/evaluation_protocol.md#abs-rel).
 """
 
 from __future__ import annotations

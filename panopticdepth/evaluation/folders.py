@@ -3,7 +3,8 @@
 Files are paired by *name* (the frame stem), never by position: a missing or extra prediction file
 is an error that lists the files. Within a sequence frames are ordered by stem, which is the
 official evaluator's sorted order, so its k-frame windows are reproduced. Unlike the official
-Cityscapes script (which hard-codes 6 frames per sequence, PROTOCOL.md section 2) every frame is
+Cityscapes script (which hard-codes 6 frames per sequence, docs/evaluation_protocol.md#files-and-pairing)
+every frame is
 used; `max_frames_per_sequence=6` restores the official truncation.
 """
 
@@ -97,7 +98,8 @@ def list_cityscapes_dps(
     need_depth: bool = True,
 ) -> list[FrameFiles]:
     """Cityscapes-DVPS: `<stem>_gtFine_instanceTrainIds.png` + `<stem>_depth.png` vs `<stem>_panoptic.png`
-    + `<stem>_depth.png`; sequence = first `_` token of the stem (section 2)."""
+    + `<stem>_depth.png`; sequence = first `_` token of the stem
+    (docs/evaluation_protocol.md#files-and-pairing)."""
     gt = _resolve(gt_dir, _has("_instanceTrainIds.png"), ("gt", "val"))
     pred = _resolve(pred_dir, _has("_panoptic.png"), ("pred", "pred_panoptic"))
     gt_pan = {s[: s.rindex("_gtFine")] if "_gtFine" in s else s: p
@@ -134,7 +136,8 @@ def list_semkitti_dps(
     pred_depth_dir: str | os.PathLike | None = None,
     need_depth: bool = True,
 ) -> list[FrameFiles]:
-    """SemKITTI-DVPS (section 10): GT class/instance/depth_<focal> vs prediction cat/ins + depth."""
+    """SemKITTI-DVPS (docs/evaluation_protocol.md#semkitti): GT class/instance/depth_<focal> vs prediction
+    cat/ins + depth."""
     gt = _resolve(gt_dir, _has("_gtFine_class.png"), ("gt", "val"))
     pred = _resolve(pred_dir, _has("_cat.png"), ("pred_panoptic", "pred"))
     gt_cls = _index(gt, "_gtFine_class.png")
@@ -195,7 +198,8 @@ def _png(path: str, what: str, channels: int) -> np.ndarray:
 
 
 def decode_rgb_code(codes: np.ndarray) -> np.ndarray:
-    """Compact prediction code G * 256 + R -> official id R * 1000 + G (section 3)."""
+    """Compact prediction code G * 256 + R -> official id R * 1000 + G
+    (docs/evaluation_protocol.md#encodings)."""
     return (codes & 255) * 1000 + (codes >> 8)
 
 

@@ -1,14 +1,17 @@
-"""Vectorised segment matching of the official DPQ evaluators (PROTOCOL.md sections 4-6, Eq. 10-11).
+"""Vectorised segment matching of the official DPQ evaluators (docs/evaluation_protocol.md#matching, Eq.
+10-11).
 
 The official scripts run np.unique over `gt * offset + pred` and then loop over segment pairs in
 Python, once per lambda. Here one frame is reduced, in a single pass over its pixels, to a small
 *pair table*: pixel counts per (GT id, prediction id, depth level), where the depth level of a pixel
 is the number of lambda thresholds its relative depth error exceeds. Every lambda run (and the
 no-depth run) is then a filter on that table, and a k-frame window is the sum of k frame tables
-(ids are spatio-temporal tubes, section 5), so pixels are touched once for all lambdas and all k.
+(ids are spatio-temporal tubes, docs/evaluation_protocol.md#matching), so pixels are touched once for all
+lambdas and all k.
 
 Why this is exact: a pixel failing the depth check at lambda becomes part of the shared
-category-19 segment (section 4, trap 9). Category 19 is never matched against classes 0..18 and its
+category-19 segment (docs/evaluation_protocol.md#depth-failed-segment). Category 19 is never matched against
+classes 0..18 and its
 counts are cut off at the end, so the only effect of a failed pixel on the 19 reported classes is
 that it leaves its predicted segment (intersection, predicted area and ignore overlap shrink; GT
 areas and unions' GT part do not). Dropping failed rows from the table reproduces that exactly.
@@ -155,7 +158,8 @@ class MatchCounts:
 
 
 def match_window(table: PairTable, protocol: Protocol, max_level: int | None) -> MatchCounts:
-    """Match the segments of one window (section 5); `max_level` keeps pixels with level < it.
+    """Match the segments of one window (docs/evaluation_protocol.md#matching); `max_level` keeps pixels with
+    level < it.
 
     `max_level=None` is the no-depth run (lambda -1 / 0). A pixel's level counts the lambdas its
     error exceeds, so with n lambdas sorted in decreasing order the run of the j-th (1-based) keeps
@@ -173,9 +177,11 @@ def match_window(table: PairTable, protocol: Protocol, max_level: int | None) ->
     pg, pp = pair_u // max(p_u.size, 1), pair_u % max(p_u.size, 1)
     pred_area = np.bincount(pp, weights=inter, minlength=p_u.size)
     g_cat, p_cat = g_u // div, p_u // div
-    on_void = g_u[pg] == protocol.void_id  # only exactly the void id leaves the union (trap 5)
+    # only exactly the void id leaves the union (docs/evaluation_protocol.md#void-union)
+    on_void = g_u[pg] == protocol.void_id
     void_overlap = np.bincount(pp[on_void], weights=inter[on_void], minlength=p_u.size)
-    on_ignore = g_cat[pg] == vcat  # every void-category GT id excuses FPs (section 5)
+    # every void-category GT id excuses FPs (docs/evaluation_protocol.md#fp-excusal)
+    on_ignore = g_cat[pg] == vcat
     ignore_overlap = np.bincount(pp[on_ignore], weights=inter[on_ignore], minlength=p_u.size)
 
     same = (g_cat[pg] == p_cat[pp]) & (p_cat[pp] != vcat)
@@ -207,11 +213,13 @@ def depth_levels(
     lambdas_desc: tuple[float, ...],
     wrap_uint16: bool = False,
 ) -> tuple[np.ndarray, float, int]:
-    """Per-pixel count of failed lambdas, plus (sum of relative errors, valid pixels) (section 4).
+    """Per-pixel count of failed lambdas, plus (sum of relative errors, valid pixels)
+    (docs/evaluation_protocol.md#depth-test).
 
     err = |pred - gt| / gt in float64 on the arrays as given (raw PNG integers for the official
     files), computed only where gt > 0, failing when err > lambda (strict). The subtraction is signed
-    (trap 1) unless `wrap_uint16` reproduces the Pillow >= 10.3 hazard (NOT the reference).
+    (docs/evaluation_protocol.md#uint16-wraparound) unless `wrap_uint16` reproduces the Pillow >= 10.3 hazard
+    (NOT the reference).
     Raw 16-bit integer maps take the exact table-driven path of `depth_levels_int`.
     """
     if _is_raw16(pred_depth) and _is_raw16(gt_depth):

@@ -1,4 +1,4 @@
-"""The constants that distinguish the official DPQ evaluators (PROTOCOL.md sections 3, 6, 9, 10).
+"""The constants that distinguish the official DPQ evaluators (docs/evaluation_protocol.md#evaluators).
 
 Everything the matching code needs to know about a dataset's evaluator is here, so the algorithm
 in `matching.py` is written once: the id encoding (category * divisor + instance), which GT id is
@@ -28,7 +28,8 @@ class Protocol:
 
     `epsilon=None` means PD-city's `max(x, 1)` denominators; a float means ViP-kitti's `x + eps`.
     `windows_cross_sequences`: ViP-kitti slides its k-frame windows over the globally sorted file
-    list (PROTOCOL.md section 10); PD-city windows stay inside a sequence (section 6).
+    list (docs/evaluation_protocol.md#semkitti); PD-city windows stay inside a sequence
+    (docs/evaluation_protocol.md#windows).
     `abs_rel_unit`: the unit over which the evaluator's internal abs_rel side value is pooled
     ("sequence" for PD-city, "window" for ViP-kitti) before the unweighted mean over units.
     """
@@ -47,7 +48,7 @@ class Protocol:
 
     @property
     def void_id(self) -> int:
-        """The one GT id whose overlap is subtracted from unions (section 5 / trap 5)."""
+        """The one GT id whose overlap is subtracted from unions (docs/evaluation_protocol.md#void-union)."""
         return self.void_category * self.label_divisor
 
     @property
@@ -56,7 +57,8 @@ class Protocol:
 
     @property
     def valid_pred_categories(self) -> frozenset[int]:
-        """Prediction categories the official evaluator accepts without crashing (section 3)."""
+        """Prediction categories the official evaluator accepts without crashing
+        (docs/evaluation_protocol.md#encodings)."""
         extra = {self.depth_failed_category}
         if self.name != "semkitti-dps":
             extra.add(self.void_category)  # PD-city skips category 32 in matching and FP counting

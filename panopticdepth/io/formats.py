@@ -166,7 +166,8 @@ def read_label_png(path: str | os.PathLike, what: str, bits: int | None = 8) -> 
 
 
 def read_segment_rgb(path: str | os.PathLike) -> np.ndarray:
-    """COCO-panoptic PNG -> (H, W) int64 segment ids = R + 256 G + 256^2 B (Cityscapes panoptic, §8.2)."""
+    """COCO-panoptic PNG -> (H, W) int64 segment ids = R + 256 G + 256^2 B
+    (docs/original_implementation.md#cityscapes-panoptic)."""
     img = _open_png(path)
     if img.mode != "RGB":
         raise DataError(f"{path}: COCO-panoptic segment PNG must be RGB, got mode {img.mode}")

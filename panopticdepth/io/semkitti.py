@@ -1,4 +1,4 @@
-"""SemKITTI-DVPS file encodings (ViP-DeepLab release; PROTOCOL.md section 10).
+"""SemKITTI-DVPS file encodings (ViP-DeepLab release; docs/evaluation_protocol.md#semkitti).
 
 * GT class  `SSSSSS_FFFFFF_gtFine_class.png`: 8-bit class 0..18, 255 = void / unlabelled.
 * GT instance `SSSSSS_FFFFFF_gtFine_instance.png`: instance id (0 for stuff and void).

@@ -3,8 +3,9 @@
 ResNet-18/34/50/101 are torchvision's `ResNet` instances; only two things are changed:
 
 * `stride_in_1x1=True` moves the stride of each stage's first bottleneck from the 3x3 `conv2` to
-  the 1x1 `conv1` (the MSRA/Detectron2 layout the original checkpoints were trained with, spec 1.2,
-  trap 2); `False` keeps torchvision's layout (for torchvision's ImageNet weights).
+  the 1x1 `conv1` (the MSRA/Detectron2 layout the original checkpoints were trained with,
+  docs/original_implementation.md#msra-resnet); `False` keeps torchvision's layout (for torchvision's ImageNet
+  weights).
 * the norm layer is FrozenBN (torchvision's `FrozenBatchNorm2d`, eps 1e-5) / BN / SyncBN, and
   `freeze_at` freezes the stem (1) and the stages res2.. (2..5) as Detectron2 does.
 
@@ -144,7 +145,8 @@ def _caffe2_to_torchvision(blobs: dict) -> dict[str, torch.Tensor]:
     """MSRA ImageNet `.pkl` names (`res2_0_branch2a_w`, `res2_0_branch2a_bn_s`, ...) -> torchvision names.
 
     The Caffe2 BN blobs are an already folded scale/shift; as Detectron2 does, the running statistics
-    become mean 0 / var 1 - eps so that the frozen norm is exactly that affine map (state_dict.md 1).
+    become mean 0 / var 1 - eps so that the frozen norm is exactly that affine map
+    (docs/original_implementation.md#frozen-bn).
     """
     out: dict[str, torch.Tensor] = {}
     norms = set()

@@ -1,9 +1,10 @@
-"""Modulated deformable 3x3 convolution (DCNv2) as the original's `ModulatedDeformConvWithOff` (spec 1.5).
+"""Modulated deformable 3x3 convolution (DCNv2) as the original's `ModulatedDeformConvWithOff`
+(docs/original_implementation.md#deformable-towers).
 
 An ordinary conv `offset_conv` (C_in -> 27) gives, in channel order, 18 offsets in the native
 interleaved layout (channel 2k = dy, 2k+1 = dx of tap k = i*3 + j) and 9 modulation logits; the
 original's `chunk(3)` + `cat(o1, o2)` is exactly "channels 0-17 = offset, sigmoid(18-26) = mask"
-(trap 4). Kernels (`model.heads.deform_impl`):
+(docs/original_implementation.md#deformable-towers). Kernels (`model.heads.deform_impl`):
 
 * ``"torchvision"``: `torchvision.ops.deform_conv2d`, the reference (what the oracle was made with).
 * ``"native"``: `native_dcn.deform_conv2d`, the same operations in the same order as torchvision's
@@ -189,14 +190,16 @@ def c2_msra_fill(conv: nn.Module) -> None:
 
 
 def c2_xavier_fill(conv: nn.Module) -> None:
-    """Detectron2's `c2_xavier_fill`: kaiming-uniform with a = 1, zero bias (spec 1.3)."""
+    """Detectron2's `c2_xavier_fill`: kaiming-uniform with a = 1, zero bias
+    (docs/original_implementation.md#head-init)."""
     nn.init.kaiming_uniform_(conv.weight, a=1)
     if getattr(conv, "bias", None) is not None:
         nn.init.zeros_(conv.bias)
 
 
 def normal_fill(conv: nn.Module, std: float = 0.01, bias: float = 0.0) -> None:
-    """Output/projection layers: normal(0, std) weight, constant bias (spec 1.7-1.11)."""
+    """Output/projection layers: normal(0, std) weight, constant bias
+    (docs/original_implementation.md#head-init)."""
     nn.init.normal_(conv.weight, 0.0, std)
     if getattr(conv, "bias", None) is not None:
         nn.init.constant_(conv.bias, bias)

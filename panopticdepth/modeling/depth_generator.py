@@ -1,10 +1,11 @@
 """Instance-wise depth map generator (paper Eq. 3 with the normalisations of Eq. 4 / Eq. 5).
 
 A depth-kernel vector is `[v_s, v_r, k_1..k_e]` (shift logit, range logit, e kernel weights,
-spec 1.10). The normalised map is `D' = sigma(k . E^d)` (dynamic convolution with the depth
+docs/original_implementation.md#heads-per-level). The normalised map is `D' = sigma(k . E^d)` (dynamic
+convolution with the depth
 embedding, no bias). With `d_max = cfg.max_depth` (88 for the released models):
 
-* ``T2`` (the original's code, spec 4.1 / trap 5): shift `d_s = d_max/2 * sigma(v_s)`,
+* ``T2`` (the original's code, docs/original_implementation.md#depth-t2): shift `d_s = d_max/2 * sigma(v_s)`,
   range `d_r = d_max * sigma(v_r)`, `D = ReLU(d_r * (2 D' - 1) + d_s)`. The paper writes
   `d_max * [d_r (D' - 0.5) + d_s]` with d_r, d_s in [0, 1]; the code's scales are 44 / 176 about
   the centre plus a ReLU, which is what a converted checkpoint needs.

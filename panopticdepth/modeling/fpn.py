@@ -1,4 +1,4 @@
-"""FPN on res2..res5 with P6/P7 computed from the FPN output P5 (spec 1.3, trap 14).
+"""FPN on res2..res5 with P6/P7 computed from the FPN output P5 (docs/original_implementation.md#fpn-p6-p7).
 
 Written out rather than torchvision's `FeaturePyramidNetwork`, whose `LastLevelP6P7` applies the
 ReLU before p6's conv instead of between p6 and p7 and whose module names are less readable.

@@ -1,6 +1,7 @@
 """Per-level heads (position, kernel, depth kernel; shared over p3..p7) and the stride-4 encoders.
 
-All of them are a "SingleHead" tower (spec 1.5): optional CoordConv input, `num_convs` x
+All of them are a "SingleHead" tower (docs/original_implementation.md#single-head): optional CoordConv input,
+`num_convs` x
 [3x3 conv (DCNv2 where the original has it) -> GroupNorm or nothing -> ReLU], then an output conv.
 """
 
@@ -15,7 +16,8 @@ from .semantic_fpn import _make_norm
 
 
 def append_coords(x_bchw: torch.Tensor) -> torch.Tensor:
-    """CoordConv input: [features, row coordinate, column coordinate] (spec 1.5, trap 3).
+    """CoordConv input: [features, row coordinate, column coordinate]
+    (docs/original_implementation.md#coordconv).
 
     The first appended channel varies along the height (`linspace(-1, 1, H)` per row), the second
     along the width, both endpoints inclusive.
@@ -41,7 +43,7 @@ class TowerLayer(nn.Module):
                 in_channels, out_channels, bias=bias, impl=deform_impl
             )
         else:
-            # Plain tower convs keep PyTorch's default init (trap 45).
+            # Plain tower convs keep PyTorch's default init (docs/original_implementation.md#head-init).
             self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
         self.norm = _make_norm(norm, out_channels, groups)
 
@@ -80,7 +82,8 @@ class Tower(nn.Module):
 
 
 class PositionHead(nn.Module):
-    """Thing-centre logits (num_thing_classes) and stuff-region logits (num_classes) per level (spec 1.8)."""
+    """Thing-centre logits (num_thing_classes) and stuff-region logits (num_classes) per level
+    (docs/original_implementation.md#heads-per-level)."""
 
     def __init__(
         self, in_channels: int, channels: int, num_convs: int, num_thing_classes: int, num_classes: int,
@@ -90,7 +93,8 @@ class PositionHead(nn.Module):
         self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
         self.center_out = nn.Conv2d(channels, num_thing_classes, 3, padding=1)
         self.region_out = nn.Conv2d(channels, num_classes, 3, padding=1)
-        # Both biases start at the prior -2.19, not only the centre one (trap 15).
+        # Both biases start at the prior -2.19, not only the centre one
+        # (docs/original_implementation.md#prior-bias).
         normal_fill(self.center_out, 0.01, bias_value)
         normal_fill(self.region_out, 0.01, bias_value)
 
@@ -100,7 +104,8 @@ class PositionHead(nn.Module):
 
 
 class KernelHead(nn.Module):
-    """Tower + 3x3 output conv: the per-position kernel map G_l (spec 1.9) or depth kernels (1.10)."""
+    """Tower + 3x3 output conv: the per-position kernel map G_l or depth kernels
+    (docs/original_implementation.md#heads-per-level)."""
 
     def __init__(
         self, in_channels: int, channels: int, num_convs: int, out_channels: int,
@@ -116,7 +121,8 @@ class KernelHead(nn.Module):
 
 
 class FeatureEncoder(nn.Module):
-    """Mask embedding E^m (spec 1.6): the tower alone, ReLU after the last conv kept (non-negative)."""
+    """Mask embedding E^m (docs/original_implementation.md#single-head): the tower alone, ReLU after the last
+    conv kept (non-negative)."""
 
     def __init__(
         self, in_channels: int, channels: int, num_convs: int,
@@ -130,7 +136,8 @@ class FeatureEncoder(nn.Module):
 
 
 class DepthEncoder(nn.Module):
-    """Depth embedding E^d (spec 1.7): tower + 1x1 projection to `kernel_dim`, no activation.
+    """Depth embedding E^d (docs/original_implementation.md#single-head): tower + 1x1 projection to
+    `kernel_dim`, no activation.
 
     With `pixel=True` (Table 3 variant A) the projection gives one channel instead, read as
     `sigmoid(.) * max_depth` metres by the network.

@@ -1,7 +1,9 @@
 """Kernel producer at inference: candidate selection per level, adaptive kernel fusion (Eq. 1),
-level merging and the class-specific cosine fusion of thing kernels (spec 2.1-2.4).
+level merging and the class-specific cosine fusion of thing kernels
+(docs/original_implementation.md#thing-candidates to docs/original_implementation.md#stuff-fusion).
 
-All functions work on ONE image (the original is batch-size-1 only, trap 16); the caller slices
+All functions work on ONE image (the original is batch-size-1 only,
+docs/original_implementation.md#batch-size-one); the caller slices
 the batch. Shapes: C = kernel channels (256), E = depth-kernel channels (kernel_dim + 2),
 K = thing classes (8), S = region classes (19).
 """
@@ -46,7 +48,8 @@ def _empty(c: int, e: int | None, device: torch.device, dtype: torch.dtype) -> K
 
 
 def topk_candidates(score_khw: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Joint class/position top-k as the original: per-class top-k, then top-k of the k*K (spec 2.1.4).
+    """Joint class/position top-k as the original: per-class top-k, then top-k of the k*K
+    (docs/original_implementation.md#thing-candidates).
 
     Returns (scores (k,), classes (k,), flat positions y*w + x (k,)), in descending score order.
     """
@@ -61,7 +64,7 @@ def topk_candidates(score_khw: torch.Tensor, k: int) -> tuple[torch.Tensor, torc
 def thing_candidates(
     level: LevelOutputs, b: int, pool_size: int, cfg: InferenceConfig
 ) -> tuple[KernelSet, torch.Tensor]:
-    """Thing centre candidates of one level (spec 2.1 "Things", trap 9).
+    """Thing centre candidates of one level (docs/original_implementation.md#thing-candidates).
 
     sigmoid -> (S + avgpool_k(S)) / 2 with zero padding counted -> 3x3 max-pool peak test (plateaus
     all survive) -> joint top-min(h*w, top_num // 2) -> strict `> thing_threshold`. Returns the raw
@@ -87,7 +90,8 @@ def thing_candidates(
 
 
 def stuff_candidates(level: LevelOutputs, b: int, cfg: InferenceConfig) -> KernelSet:
-    """Stuff class candidates of one level with the adaptive kernel fusion of Eq. 1 (spec 2.1, trap 8).
+    """Stuff class candidates of one level with the adaptive kernel fusion of Eq. 1
+    (docs/original_implementation.md#stuff-akf).
 
     Region `M_c = [argmax == c] & [prob_c >= region_threshold]`. The class score and the mask
     kernel divide by the argmax count n_c; the depth-kernel vector divides by max(|M_c|, 1) — the
@@ -137,7 +141,8 @@ def _cat(sets: Sequence[KernelSet]) -> KernelSet:
 
 
 def fuse_thing_kernels(things: KernelSet, threshold: float, class_specific: bool = True) -> KernelSet:
-    """Class-specific cosine-similarity fusion in the original's matrix form (spec 2.3, trap 10).
+    """Class-specific cosine-similarity fusion in the original's matrix form
+    (docs/original_implementation.md#thing-fusion).
 
     `things` must be sorted by score. L = triu(cos) >= thr (& same class); C = cumsum(L, rows) < 2;
     row i is kept iff C[i, i]; its group {j : L[i, j] & C[i, j]} is averaged (mask kernels and raw
@@ -165,7 +170,8 @@ def _group_mean(group_mn: torch.Tensor, norm_m1: torch.Tensor, values_nd: torch.
 
 
 def fuse_stuff_kernels(stuff: KernelSet) -> KernelSet:
-    """Mean per class over all levels of kernels, scores and depth vectors; classes ascending (spec 2.4)."""
+    """Mean per class over all levels of kernels, scores and depth vectors; classes ascending
+    (docs/original_implementation.md#stuff-fusion)."""
     if len(stuff) == 0:
         return stuff
     classes, inverse = torch.unique(stuff.classes, sorted=True, return_inverse=True)
@@ -193,7 +199,7 @@ def produce_kernels(
     stuff_projection: Callable[[torch.Tensor], torch.Tensor],
     cfg: InferenceConfig,
 ) -> ProducedKernels:
-    """All inference kernels of image `b` (spec 2.1-2.4, pseudo-step 10.2.2).
+    """All inference kernels of image `b`: candidates, level merge, thing and stuff fusion.
 
     The projections are the network's `thing_projection` / `stuff_projection` (the original's
     1x1 `embed_extractor` convs, i.e. affine maps on each C-vector).
@@ -207,7 +213,8 @@ def produce_kernels(
     stuff_sets = [stuff_candidates(lv, b, cfg) for lv in levels]
     things = _cat(thing_sets) if thing_sets else _empty(c, e, ref.device, torch.float32)
     stuff = _cat(stuff_sets) if stuff_sets else _empty(c, e, ref.device, torch.float32)
-    # Sort all thing candidates by score (spec 2.2; argsort, as the original, trap 46).
+    # Sort all thing candidates by score (argsort, as the original:
+    # docs/original_implementation.md#level-merge).
     order = torch.argsort(things.scores, descending=True)
     things = things.select(order)
     things = KernelSet(thing_projection(things.kernels), things.classes, things.scores, things.depth_kernels)

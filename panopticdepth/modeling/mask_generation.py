@@ -6,7 +6,8 @@ import torch
 
 
 def mask_logits(kernels_nc: torch.Tensor, embedding_chw: torch.Tensor) -> torch.Tensor:
-    """(N, C) kernels x (C, H, W) embedding -> (N, H, W) logits `K . E^m` (spec 3.1; no bias)."""
+    """(N, C) kernels x (C, H, W) embedding -> (N, H, W) logits `K . E^m` (no bias;
+    docs/original_implementation.md#dynamic-conv)."""
     c, h, w = embedding_chw.shape
     n = kernels_nc.shape[0]
     return (kernels_nc @ embedding_chw.reshape(c, h * w)).reshape(n, h, w)

@@ -1,8 +1,9 @@
-"""PanopticDepthNet: backbone + FPN + semantic FPN + encoders + per-level heads (spec section 1).
+"""PanopticDepthNet: backbone + FPN + semantic FPN + encoders + per-level heads.
 
 `forward` stops at the raw head outputs (`HeadOutputs`); kernel selection, fusion and the panoptic
 merge are pure post-processing (`modeling/postprocess.py`). The thing/stuff kernel projections
-(`thing_projection`, `stuff_projection`: the original's 1x1 `embed_extractor` convs, spec 1.11)
+(`thing_projection`, `stuff_projection`: the original's 1x1 `embed_extractor` convs,
+docs/original_implementation.md#kernel-projections)
 live here as `nn.Linear` so losses and post-processing share them.
 """
 
@@ -28,7 +29,7 @@ HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
 
 
 class PanopticDepthNet(nn.Module):
-    """The network of the paper, module for module as the original (spec 1.2-1.12)."""
+    """The network of the paper, module for module as the original."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

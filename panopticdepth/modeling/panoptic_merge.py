@@ -1,4 +1,5 @@
-"""Panoptic merge of thing and stuff probability maps (the original's `combine_thing_and_stuff`, spec 3.4).
+"""Panoptic merge of thing and stuff probability maps (the original's `combine_thing_and_stuff`,
+docs/original_implementation.md#panoptic-merge).
 
 Greedy part (both modes): things in score order claim their binary masks unless more than
 `overlap_threshold` of the mask is already taken; stuff classes of the stuff argmax claim the
@@ -6,7 +7,8 @@ remaining pixels if at least `stuff_area_limit` are left. Its acceptance depends
 things took, so it is the one loop over instances; everything else is vectorised.
 
 * PS mode (`with_void=True`): the greedy map is the output, unassigned pixels are VOID.
-* DPS mode (`with_void=False`, trap 6): the greedy pass only decides which segments compete; every
+* DPS mode (`with_void=False`, docs/original_implementation.md#dps-argmax-merge): the greedy pass only decides
+  which segments compete; every
   pixel takes the argmax over the stacked probability maps [accepted things in acceptance order,
   accepted stuff in ascending class order] (first maximum wins), so there is no VOID.
 """
@@ -68,10 +70,11 @@ def greedy_things(
 def _stuff_argmax(
     stuff_probs_chw: torch.Tensor, stuff_classes: torch.Tensor, hw: tuple[int, int]
 ) -> torch.Tensor:
-    """Argmax class of the (num_classes, H, W) stuff map that is 0 outside `stuff_classes` (spec 3.4.1).
+    """Argmax class of the (num_classes, H, W) stuff map that is 0 outside `stuff_classes`
+    (docs/original_implementation.md#stuff-map).
 
     Only the C' predicted classes are scanned (ascending, first maximum wins); where all of them are
-    0 the full map is all-zero and its argmax is class 0 (trap 13).
+    0 the full map is all-zero and its argmax is class 0 (docs/original_implementation.md#stuff-map).
     """
     if stuff_classes.numel() == 0:
         return torch.zeros(hw, dtype=torch.long, device=stuff_probs_chw.device)
@@ -120,12 +123,14 @@ def merge_panoptic(
     `thing_train_ids` (N,) are train ids (11..18 for Cityscapes). `stuff_probs_chw` holds the
     probability maps of the predicted stuff classes `stuff_classes` (C',) (ascending, unique); the
     original's (num_classes, H, W) map is 0 for every other class. `thing_class_ids` are the train
-    ids skipped by the stuff pass (trap 13).
+    ids skipped by the stuff pass (docs/original_implementation.md#stuff-map).
     """
     h, w = thing_probs_nhw.shape[-2:]
     s = num_classes
     device = thing_probs_nhw.device
-    first_thing_id = s + 2  # counter starts at num_classes + 1, incremented before use: 21 (trap 12)
+    # counter starts at num_classes + 1, incremented before use: 21
+    # (docs/original_implementation.md#segment-ids)
+    first_thing_id = s + 2
     if thing_probs_nhw.shape[0]:
         accepted_things, winner_p = greedy_things(thing_probs_nhw > mask_threshold, overlap_threshold)
     else:
@@ -150,12 +155,14 @@ def merge_panoptic(
 
     seg_ids = torch.cat([torch.arange(num_accepted, device=device) + first_thing_id, accepted_stuff + 1])
     cats = torch.cat([thing_train_ids[accepted_things].long(), accepted_stuff])
-    if seg_ids.numel() == 0:  # nothing recorded: all VOID (the original would crash, trap 51)
+    # nothing recorded: all VOID (the original would crash, docs/original_implementation.md#empty-merge)
+    if seg_ids.numel() == 0:
         segment_hw = torch.full((h, w), VOID_SEGMENT, dtype=torch.long, device=device)
         category_hw = torch.full((h, w), VOID_CATEGORY, dtype=torch.long, device=device)
         return MergeResult(segment_hw, category_hw, winner_hw, accepted_things, accepted_stuff)
     if not with_void:
-        # DPS: argmax over the stacked full probability maps (first maximum wins, trap 6).
+        # DPS: argmax over the stacked full probability maps (first maximum wins,
+        # docs/original_implementation.md#dps-argmax-merge).
         row_of_class = torch.full((s,), -1, dtype=torch.long, device=device)
         row_of_class[stuff_classes] = torch.arange(stuff_classes.numel(), device=device)
         rows = row_of_class[accepted_stuff]

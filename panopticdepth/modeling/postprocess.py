@@ -1,10 +1,13 @@
-"""Post-processing: head outputs -> `PanopticDepthResult` per image (spec 2-4, pseudo-step 10.2).
+"""Post-processing: head outputs -> `PanopticDepthResult` per image.
 
 Per image: kernels (kernel_producer) -> mask logits (Eq. 2) -> thing rescoring / filtering and the
-upsampling chain (spec 3.2-3.3) -> panoptic merge (spec 3.4) -> depth of the winning segment
-(Eq. 3, spec 4.2) clamped to [0, clamp_max].
+upsampling chain (docs/original_implementation.md#mask-upsampling) -> panoptic merge
+(docs/original_implementation.md#panoptic-merge) ->
+depth of the winning segment (Eq. 3, docs/original_implementation.md#stuff-depth) clamped to [0, clamp_max].
 
-Resolution paths (traps 7 and 49): mask *probabilities* go sigma at 1/4 -> bilinear x4 -> crop to
+Resolution paths (docs/original_implementation.md#depth-resize,
+docs/original_implementation.md#mask-upsampling): mask *probabilities* go sigma at 1/4 -> bilinear x4 -> crop
+to
 the un-padded input -> resize to the output size; the depth *embedding* is resized directly from
 1/4 to the output size (`inference.depth_direct_resize`, the original's behaviour, which stretches
 the padding into the image for padded inputs) and the kernels are applied at full resolution.
@@ -36,7 +39,8 @@ _CHUNK = 16
 def upsample_probs(
     probs_nhw: torch.Tensor, image_size: tuple[int, int], output_size: tuple[int, int]
 ) -> torch.Tensor:
-    """sigma-maps at 1/4 res -> bilinear x4 -> crop [:h, :w] -> bilinear resize to output (spec 3.2.6)."""
+    """sigma-maps at 1/4 res -> bilinear x4 -> crop [:h, :w] -> bilinear resize to output
+    (docs/original_implementation.md#mask-upsampling)."""
     h, w = image_size
     if probs_nhw.shape[0] == 0:
         return probs_nhw.new_zeros((0, *output_size))
@@ -49,7 +53,8 @@ def upsample_probs(
 def upsample_embedding(
     embedding_chw: torch.Tensor, image_size: tuple[int, int], output_size: tuple[int, int], direct: bool
 ) -> torch.Tensor:
-    """Depth-path resize of a 1/4-res map: direct to the output size (trap 7) or x4 -> crop -> resize."""
+    """Depth-path resize of a 1/4-res map: direct to the output size
+    (docs/original_implementation.md#depth-resize) or x4 -> crop -> resize."""
     if direct:
         return F.interpolate(
             embedding_chw[None], size=tuple(output_size), mode="bilinear", align_corners=False
@@ -71,7 +76,8 @@ class ThingInstances:
 def rescore_things(
     things: KernelSet, logits_nhw: torch.Tensor, mask_threshold: float, min_score: float, top_num: int
 ):
-    """Mask rescoring, sort, `score >= min_score`, top `top_num` (spec 3.2.1-3.2.5, trap 11)."""
+    """Mask rescoring, sort, `score >= min_score`, top `top_num`
+    (docs/original_implementation.md#thing-thresholds)."""
     probs = torch.sigmoid(logits_nhw)
     binary = (probs > mask_threshold).to(probs.dtype)
     seg_score = (probs * binary).flatten(1).sum(1) / (binary.flatten(1).sum(1) + 1e-6)
@@ -124,7 +130,7 @@ def postprocess_image(
     embed_chw = outputs.mask_embedding[b].float()
     device = embed_chw.device
 
-    # Things: mask logits, rescoring, upsampling (spec 3.2).
+    # Things: mask logits, rescoring, upsampling.
     thing_logits = mask_logits(kernels.things.kernels, embed_chw)
     inst = rescore_things(kernels.things, thing_logits, inf.mask_threshold, inf.rescore_min, inf.top_num)
     m = int(inst.classes.numel())
@@ -145,7 +151,8 @@ def postprocess_image(
         empty = torch.zeros((0, out_h, out_w), dtype=torch.bool, device=device)
         instance_masks = torch.cat(mask_chunks) if mask_chunks else empty
 
-    # Stuff (spec 3.3): maps of the predicted classes only; the (num_classes, H, W) `sem_seg` of
+    # Stuff (docs/original_implementation.md#stuff-map): maps of the predicted classes only; the (num_classes,
+    # H, W) `sem_seg` of
     # the original (0 for the other classes) is built only when asked for.
     stuff_logits = mask_logits(kernels.stuff.kernels, embed_chw)
     stuff_probs = upsample_probs(torch.sigmoid(stuff_logits), image_size, (out_h, out_w))
@@ -154,7 +161,7 @@ def postprocess_image(
         sem_shw = torch.zeros((num_classes, out_h, out_w), device=device)
         sem_shw[kernels.stuff.classes] = stuff_probs
 
-    # Panoptic merge (spec 3.4): PS mode keeps VOID, DPS mode takes the probability argmax.
+    # Panoptic merge: PS mode keeps VOID, DPS mode takes the probability argmax.
     merge = merge_panoptic(
         combine_probs,
         inst.classes[:kept] + thing_train_offset,
@@ -188,7 +195,8 @@ def _merged_depth(
     stuff: KernelSet,
     merge: MergeResult,
 ) -> torch.Tensor:
-    """Per-pixel depth of the winning segment (spec 4.2) or the resized pixel-wise map (variant A)."""
+    """Per-pixel depth of the winning segment (docs/original_implementation.md#stuff-depth) or the resized
+    pixel-wise map (variant A)."""
     direct = cfg.inference.depth_direct_resize
     if cfg.depth.mode == "pixel":
         if outputs.pixel_depth is None:

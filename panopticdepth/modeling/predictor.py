@@ -1,12 +1,13 @@
-"""`Predictor`: image arrays in, `PanopticDepthResult`s out (contract 6).
+"""`Predictor`: image arrays in, `PanopticDepthResult`s out.
 
 Owns what a user should never repeat: grayscale/RGBA -> RGB, channel order and mean/std of the
-checkpoint (`preprocess`, trap 1), padding to the size divisibility and cropping back, batching,
+checkpoint (`preprocess`, docs/original_implementation.md#bgr-input), padding to the size divisibility and
+cropping back, batching,
 and the speed switches (channels_last, bf16 autocast; the post-processing always runs in float32).
 
 Images are batched only with images of the same padded size, so each image gets exactly the padding
 it would get alone: results do not depend on the batch composition (the original is batch-1 only
-and its depth path resizes the padded embedding, trap 7).
+and its depth path resizes the padded embedding, docs/original_implementation.md#depth-resize).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def to_rgb_chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
 
 
 class Predictor:
-    """Run a `PanopticDepthNet` on RGB images of any size (contract 6)."""
+    """Run a `PanopticDepthNet` on RGB images of any size."""
 
     def __init__(
         self,
@@ -87,7 +88,7 @@ class Predictor:
         overrides: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Predictor:
-        """A predictor for a model directory (`model.safetensors` + `config.yaml`, contract 4)."""
+        """A predictor for a model directory (`model.safetensors` + `config.yaml`)."""
         from ..checkpoint.model_dir import load_model_dir
 
         model, cfg = load_model_dir(weights_dir, config_path=config_path, overrides=overrides)

@@ -1,7 +1,9 @@
-"""Image batch preparation: channel order, mean/std, padding to the size divisibility (spec 1.1).
+"""Image batch preparation: channel order, mean/std, padding to the size divisibility
+(docs/original_implementation.md#bgr-input).
 
 The original checkpoints were trained on BGR images with the ImageNet *RGB* means subtracted from
-the B, G, R channels in that order, std 1, 0-255 scale (trap 1); `cfg.input_format` and
+the B, G, R channels in that order, std 1, 0-255 scale (docs/original_implementation.md#bgr-input);
+`cfg.input_format` and
 `cfg.pixel_mean` / `cfg.pixel_std` reproduce that (or any other convention) per tensor channel.
 Left at "auto" / [], they follow the backbone (`ModelConfig.input_normalization`): the convention
 above for ResNets, RGB with ImageNet mean and std for Swin (what timm's ImageNet weights expect).
@@ -18,8 +20,9 @@ from ..config.model import ModelConfig
 def preprocess(images: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tensor, list[tuple[int, int]]]:
     """RGB uint8 (3, H, W) images -> normalised batch (B, 3, Hp, Wp) float32 and the (H, W) sizes.
 
-    Padding is bottom/right with 0 *after* normalisation (trap 50) to a common size that is a
-    multiple of `cfg.size_divisibility` (32 = stride of res5, spec 1.1).
+    Padding is bottom/right with 0 *after* normalisation (docs/original_implementation.md#padding) to a common
+    size that is a
+    multiple of `cfg.size_divisibility` (32 = stride of res5).
     """
     if not images:
         raise ValueError("preprocess needs at least one image")

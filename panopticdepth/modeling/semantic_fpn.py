@@ -1,4 +1,5 @@
-"""Semantic FPN: fuse p2..p5 into one stride-4 map (spec 1.4), input of both embeddings."""
+"""Semantic FPN: fuse p2..p5 into one stride-4 map (docs/original_implementation.md#semantic-fpn), input of
+both embeddings."""
 
 from __future__ import annotations
 

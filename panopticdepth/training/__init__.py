@@ -1,4 +1,4 @@
-"""Training: targets and losses (contract 8), solver, engine, checkpoints and distributed set-up.
+"""Training: targets and losses, solver, engine, checkpoints and distributed set-up.
 
 Heavy pieces are imported from their modules (`panopticdepth.training.engine.Trainer`, ...), so
 importing this package stays cheap.

@@ -1,4 +1,5 @@
-"""Training checkpoints: model directories (contract 4) plus the state needed for an exact resume.
+"""Training checkpoints: model directories (`model.safetensors` + `config.yaml`) plus the state needed for an
+exact resume.
 
 Layout under the output folder::
 
@@ -36,7 +37,8 @@ STATE_NAME = "training_state.pt"
 LAST_NAME = "last_checkpoint"
 _ITER_RE = re.compile(r"^iter_(\d+)$")
 
-# Modules a PS model lacks; `--weights` from a PS model leaves them at their random init (§7 stage 3).
+# Modules a PS model lacks; `--weights` from a PS model leaves them at their random init (stage 3 of
+# docs/training_recipe.md).
 DEPTH_MODULE_PREFIXES = ("depth_encoder.", "depth_kernel_head.")
 
 

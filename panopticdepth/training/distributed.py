@@ -280,7 +280,7 @@ class MicroBatchSampler(Sampler):
 class EpochIndexedDataset(Dataset):
     """Dataset view indexed by (epoch, index): sets the augmentation epoch before each fetch.
 
-    Keeps the data team's per-(seed, epoch, index) augmentation draw exact in any worker process.
+    Keeps the dataset's per-(seed, epoch, index) augmentation draw exact in any worker process.
     """
 
     def __init__(self, dataset: Dataset):

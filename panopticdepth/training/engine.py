@@ -75,7 +75,7 @@ class TrainResult:
 def default_criterion(
     samples: list[dict], outputs: Any, padded_size: tuple[int, int], model: nn.Module, cfg: Config
 ) -> dict[str, torch.Tensor]:
-    """Contract 8: `build_targets` then `compute_losses` (training team A)."""
+    """Targets from the batch's Samples (`build_targets`), then the loss dict (`compute_losses`)."""
     from .losses import compute_losses
     from .targets import build_targets
 

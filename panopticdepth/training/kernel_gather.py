@@ -1,4 +1,5 @@
-"""Training-time kernel extraction (spec 2.5, traps 22 and 33).
+"""Training-time kernel extraction (docs/original_implementation.md#guidance-weights,
+docs/original_implementation.md#stuff-training-kernels).
 
 Things: per level, the GT masks are resized to the level, the live centre probability of each
 slot's class inside the mask (> 0.1, < 255) is the guidance map, and its top-7 positions give 7
@@ -56,7 +57,8 @@ def guidance_topk(
     """Top-`pos_num` guidance values and flat positions per slot -> ((B, T, P), (B, T, P)).
 
     Guidance = sigma(centre logit of the slot's class) where the bilinearly resized GT mask is in
-    (threshold, 255), else 0; not detached (trap 22). On a level with fewer than `pos_num`
+    (threshold, 255), else 0; not detached (docs/original_implementation.md#guidance-weights). On a level with
+    fewer than `pos_num`
     positions the missing entries get weight 0 at position 0 (the original would fail there).
     """
     center = level.center_logits
@@ -87,7 +89,8 @@ def _gather_positions(maps_bchw: torch.Tensor, index_btp: torch.Tensor) -> torch
 def gather_thing_kernels(
     outputs: HeadOutputs, targets: Targets, model: nn.Module, pos_num: int = 7, threshold: float = 0.1
 ) -> ThingKernels:
-    """Thing kernels of every (slot, level) with their guidance weights (spec 2.5 things)."""
+    """Thing kernels of every (slot, level) with their guidance weights
+    (docs/original_implementation.md#guidance-weights)."""
     kernels, weights, depth_kernels = [], [], []
     with_depth = all(lv.depth_kernels is not None for lv in outputs.levels)
     for level, tgt in zip(outputs.levels, targets.levels):
@@ -112,14 +115,16 @@ def gather_thing_kernels(
 
 
 def region_average(maps_bchw: torch.Tensor, masks_bshw: torch.Tensor) -> torch.Tensor:
-    """Sum(M * G) / max(Sum M, 1) over positions -> (B, S, C) (spec 2.5 stuff, trap 33)."""
+    """Sum(M * G) / max(Sum M, 1) over positions -> (B, S, C)
+    (docs/original_implementation.md#stuff-training-kernels)."""
     total = torch.einsum("bshw,bchw->bsc", masks_bshw, maps_bchw)
     count = masks_bshw.sum((-1, -2)).clamp(min=1).unsqueeze(-1)
     return total / count
 
 
 def gather_stuff_kernels(outputs: HeadOutputs, targets: Targets, model: nn.Module) -> StuffKernels:
-    """Stuff kernels of every (present class, level) entry, region-averaged (spec 2.5 stuff)."""
+    """Stuff kernels of every (present class, level) entry, region-averaged
+    (docs/original_implementation.md#stuff-training-kernels)."""
     kernels, depth_kernels = [], []
     with_depth = all(lv.depth_kernels is not None for lv in outputs.levels)
     for level, tgt in zip(outputs.levels, targets.levels):

@@ -1,9 +1,11 @@
-"""Training losses of PanopticDepth (spec section 6, traps 18-26, paper Eq. 6-9).
+"""Training losses of PanopticDepth (paper Eq. 6-9; docs/original_implementation.md#focal-loss and the loss
+sections after it).
 
 `compute_losses(outputs, targets, model, cfg)` returns the original's loss dict, weights already
 applied (the engine sums the values):
 
-* `loss_pos_th`  focal loss on the centre heat maps / max(N_th, 1)                  (spec 6.1)
+* `loss_pos_th`  focal loss on the centre heat maps / max(N_th, 1)
+  (docs/original_implementation.md#focal-loss)
 * `loss_pos_st`  focal loss on the region maps, per-pixel mean per (image, class) / B
 * `loss_seg_th`  weighted dice over the 7 positives of every (instance, level) / N_th  (6.2)
 * `loss_seg_st`  dice of every (image, level, present class) / N_st                 (6.3)
@@ -17,10 +19,11 @@ instance_depth_loss`) supervises the shift `d_max/2 * sigma(v_s)` with the insta
 (T2, the original) or its min depth (T1, Eq. 4); with `none` there is no shift and no instance loss.
 A disabled term is absent from the dict; depth off -> no depth terms at all.
 
-Per-GPU batch > 1 (the original asserts 1 for depth, trap 34): both depth losses are computed per
+Per-GPU batch > 1 (the original asserts 1 for depth, docs/original_implementation.md#per-gpu-depth-batch):
+both depth losses are computed per
 image and averaged over the B images (an image without any valid pixel contributes 0), i.e. exactly
 what data parallelism with one image per GPU optimises. N_th / N_st stay per-batch counts, as the
-original's per-GPU normalisers (trap 24).
+original's per-GPU normalisers (docs/original_implementation.md#loss-normalisers).
 
 Invalid depth (0) never enters; empty sets give a zero that stays connected to the graph, and the
 REL square root has a finite gradient at 0.
@@ -42,7 +45,9 @@ from ..utils.device import index_tensor
 from .kernel_gather import StuffKernels, ThingKernels, gather_stuff_kernels, gather_thing_kernels
 from .targets import Targets
 
-DEPTH_EPS = 1e-6  # clamp before the log, kills the gradient of dead (0) predictions (trap 21)
+# clamp before the log, kills the gradient of dead (0) predictions
+# (docs/original_implementation.md#depth-clamp)
+DEPTH_EPS = 1e-6
 DICE_EPS = 1e-8
 
 
@@ -53,7 +58,7 @@ def graph_zero(*tensors: torch.Tensor | None) -> torch.Tensor:
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """Element-wise RetinaNet focal loss with soft targets (spec 6.1, trap 26).
+    """Element-wise RetinaNet focal loss with soft targets (docs/original_implementation.md#focal-loss).
 
     torchvision's `sigmoid_focal_loss` computes exactly `alpha_t * BCE(x, t) * (1 - p_t)^gamma` with
     `p_t = p t + (1-p)(1-t)` and `alpha_t = alpha t + (1-alpha)(1-t)`, valid for t in [0, 1].
@@ -62,13 +67,15 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float, gamma:
 
 
 def dice_loss(probs_nk: torch.Tensor, targets_nk: torch.Tensor) -> torch.Tensor:
-    """1 - 2 sum(p t) / max(sum p^2 + sum t^2, 1e-8) over the last dim (spec 6.2, trap 23)."""
+    """1 - 2 sum(p t) / max(sum p^2 + sum t^2, 1e-8) over the last dim
+    (docs/original_implementation.md#weighted-dice)."""
     denom = (probs_nk**2).sum(-1) + (targets_nk**2).sum(-1)
     return 1.0 - 2.0 * (probs_nk * targets_nk).sum(-1) / denom.clamp(min=DICE_EPS)
 
 
 def position_losses(outputs: HeadOutputs, targets: Targets, cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss_pos_th, loss_pos_st) (spec 6.1, traps 24-26)."""
+    """(loss_pos_th, loss_pos_st) (docs/original_implementation.md#focal-loss,
+    docs/original_implementation.md#loss-normalisers)."""
     lc = cfg.train.loss
     th, st = [], []
     for level, tgt in zip(outputs.levels, targets.levels):
@@ -81,7 +88,8 @@ def position_losses(outputs: HeadOutputs, targets: Targets, cfg: Config) -> tupl
 
 
 def thing_mask_logits(things: ThingKernels, embedding_bchw: torch.Tensor) -> torch.Tensor:
-    """Dynamic convolution K . E^m -> (B, N, P, H4*W4) logits (spec 3.1)."""
+    """Dynamic convolution K . E^m -> (B, N, P, H4*W4) logits
+    (docs/original_implementation.md#dynamic-conv)."""
     b, n, p, c = things.kernels.shape
     flat = embedding_bchw.reshape(b, c, -1)
     return torch.bmm(things.kernels.reshape(b, n * p, c), flat).view(b, n, p, -1)
@@ -162,10 +170,12 @@ def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
 
 
 def depth_loss(gt: torch.Tensor, pred: torch.Tensor, si_factor: float = 5.0) -> torch.Tensor:
-    """L~ = si_factor * SI + REL over paired 1-d tensors (spec 6.4, Eq. 6, trap 18).
+    """L~ = si_factor * SI + REL over paired 1-d tensors (Eq. 6,
+    docs/original_implementation.md#depth-si-factor).
 
     SI = mean(d^2) - (sum d)^2 / n^2 with d = log g - log p; REL = sqrt(mean((1 - p/g)^2)); both g and
-    p clamped to >= 1e-6 first (trap 21). An empty input gives a graph-connected 0.
+    p clamped to >= 1e-6 first (docs/original_implementation.md#depth-clamp). An empty input gives a
+    graph-connected 0.
     """
     n = gt.numel()
     if n == 0:
@@ -195,7 +205,8 @@ def masked_depth_loss(
 
 
 def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
-    """Predicted shift d_max/2 * sigma(v_s) (44 m for the released model; spec 4.1, 6.4)."""
+    """Predicted shift d_max/2 * sigma(v_s) (44 m for the released model;
+    docs/original_implementation.md#depth-t2)."""
     return 0.5 * cfg.model.depth.max_depth * torch.sigmoid(depth_kernels[..., 0])
 
 
@@ -313,7 +324,7 @@ def _float32(outputs: HeadOutputs) -> HeadOutputs:
 def compute_losses(
     outputs: HeadOutputs, targets: Targets, model: nn.Module, cfg: Config
 ) -> dict[str, torch.Tensor]:
-    """The original's loss dict for one (per-GPU) batch (spec 6, 10.1 steps 5-8; contract 8).
+    """The original's loss dict for one (per-GPU) batch (docs/original_implementation.md#loss-normalisers).
 
     Runs in float32 with autocast disabled, whatever precision the forward used.
     """

@@ -1,15 +1,17 @@
-"""Optimiser, learning-rate schedule, gradient clipping and autocast of the original recipe (spec §7).
+"""Optimiser, learning-rate schedule, gradient clipping and autocast of the original recipe
+(docs/training_recipe.md).
 
-* Adam with *coupled* L2 weight decay per parameter group (trap 36): 1e-4 everywhere, 0 for
+* Adam with *coupled* L2 weight decay per parameter group (docs/original_implementation.md#adam-l2): 1e-4
+  everywhere, 0 for
   norm-layer weights, and the bias override (1e-4) applied after the norm override, so norm biases
   decay too. Frozen parameters are not optimised.
 * For Swin backbones (configs/cityscapes/*swin*.yaml) the usual transformer recipe: AdamW
   (decoupled decay), no decay on any norm parameter (`weight_decay_norm_bias`) nor on the relative
   position bias tables (`weight_decay_embed`), optionally a lower backbone learning rate
   (`backbone_lr_multiplier`). With the defaults these add nothing: the groups are the original's.
-* WarmupPolyLR stepped every iteration (trap 37):
+* WarmupPolyLR stepped every iteration (docs/original_implementation.md#warmup-poly):
   `lr(t) = base_lr * f(t) * (1 - t / max_iter) ** power`, `f(t) = wf * (1 - t/W) + t/W` for t < W.
-* Gradient clipping by value, per element (trap 35), not by norm.
+* Gradient clipping by value, per element (docs/original_implementation.md#clip-by-value), not by norm.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ OPTIMIZERS = ("adam", "adamw")
 
 
 def parameter_weight_decay(model: nn.Module, cfg: SolverConfig) -> list[tuple[str, nn.Parameter, float]]:
-    """(name, parameter, weight decay) for every trainable parameter, each listed once (trap 36)."""
+    """(name, parameter, weight decay) for every trainable parameter, each listed once
+    (docs/original_implementation.md#adam-l2)."""
     out: list[tuple[str, nn.Parameter, float]] = []
     seen: set[int] = set()
     for module_name, module in model.named_modules():
@@ -102,7 +105,8 @@ def build_optimizer(model: nn.Module, cfg: SolverConfig) -> torch.optim.Optimize
 
 
 def warmup_poly_factor(iteration: int, cfg: SolverConfig) -> float:
-    """Multiplier of base_lr at iteration t (0-based): linear warmup times poly decay (§7)."""
+    """Multiplier of base_lr at iteration t (0-based): linear warmup times poly decay
+    (docs/original_implementation.md#warmup-poly)."""
     t = float(iteration)
     warm = 1.0
     if cfg.warmup_iters > 0 and t < cfg.warmup_iters:
@@ -132,7 +136,8 @@ def build_lr_scheduler(optimizer: torch.optim.Optimizer, cfg: SolverConfig) -> W
 
 
 def clip_gradients(parameters: Iterator[nn.Parameter] | list[nn.Parameter], clip_value: float) -> None:
-    """Clamp every gradient element to [-clip_value, clip_value] (trap 35); 0 disables."""
+    """Clamp every gradient element to [-clip_value, clip_value]
+    (docs/original_implementation.md#clip-by-value); 0 disables."""
     if clip_value > 0:
         torch.nn.utils.clip_grad_value_([p for p in parameters if p.grad is not None], clip_value)
 

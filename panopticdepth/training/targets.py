@@ -1,12 +1,14 @@
-"""Ground-truth generation for training (spec section 5, traps 25-32).
+"""Ground-truth generation for training (docs/original_implementation.md#target-sizes and the sections after
+it).
 
-`build_targets` turns a list of Samples (contract 1) into per-level targets at the sizes of the
+`build_targets` turns a list of Samples (as `collate_samples` batches them) into per-level targets at the
+sizes of the
 network's outputs: Gaussian centre heat maps and thing slots per FPN level, soft stuff score maps
 and compacted stuff slots, and the stride-4 depth map. It reproduces the original's `GenerateGT`
 numerically (bilinear point-sampling downsampling, "mass" centres, the CenterNet radius that divides
 every root by 2, inclusive scale ranges) but stores the thing slots truncated to
 `T_l = max(1, max_b #assigned)` instead of the original's 150 (the losses truncate to exactly that,
-so nothing changes except memory); unused slots still hold 255 (trap 32).
+so nothing changes except memory); unused slots still hold 255 (docs/original_implementation.md#target-slots).
 
 Shapes: B images, K = 8 thing classes, C = 19 classes, (Hp, Wp) padded batch, (H4, W4) mask
 embedding, (h, w) one FPN level, T / S = thing / stuff slots of that level.
@@ -132,7 +134,8 @@ def boxes_from_masks(masks_nhw: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_radius(wh_n2: torch.Tensor, min_overlap: float) -> torch.Tensor:
-    """CornerNet radius with every root divided by 2 (the CenterNet variant, spec 5.2, trap 30).
+    """CornerNet radius with every root divided by 2 (the CenterNet variant,
+    docs/original_implementation.md#gaussian-radius).
 
     `wh_n2` is the box size on the level (float32); returns the float radius (before clamp/int).
     The operation order follows the original so float32 rounding (hence the int cut) agrees.
@@ -183,13 +186,14 @@ def draw_heatmap(
 
 
 def _downsampled_size(h: int, w: int, stride: int) -> tuple[int, int]:
-    """`int(h / stride + 0.5)` as the original (spec 5.1)."""
+    """`int(h / stride + 0.5)` as the original (docs/original_implementation.md#target-sizes)."""
     scale = 1.0 / stride
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
 def _bilinear_chunked(masks_nhw: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch.Tensor:
-    """Bilinear (align_corners=False, no antialias: trap 27) resize of binary maps -> (N, h, w) float32.
+    """Bilinear (align_corners=False, no antialias: docs/original_implementation.md#bilinear-no-antialias)
+    resize of binary maps -> (N, h, w) float32.
 
     Converted to float a few maps at a time: a 1024x2048 float map is 8 MB, 19 classes or 100
     instances at once would be hundreds of MB. Same numbers as one batched call (per-map op).
@@ -206,7 +210,8 @@ def _bilinear_chunked(masks_nhw: torch.Tensor, size: tuple[int, int], chunk: int
 
 
 def _mass_centers(soft_nhw: torch.Tensor) -> torch.Tensor:
-    """Unweighted mean (x, y) of the pixels where the soft mask > 0 (trap 29) -> (N, 2) float32.
+    """Unweighted mean (x, y) of the pixels where the soft mask > 0
+    (docs/original_implementation.md#mass-centre) -> (N, 2) float32.
 
     Sums in float64 (exact for integer coordinates). An empty mask gives NaN in the original, whose
     integer cast is clamped to 0; it is set to 0 here directly.
@@ -268,7 +273,8 @@ def _image_things(sample: dict, stride: int, num_classes: int, device: torch.dev
 def _stuff_semantics(
     sample: dict, num_classes: int, ignore: int, stride: int, mask_size, device
 ) -> torch.Tensor:
-    """One-hot (ignore and any id outside 0..C-1 -> all zero, trap 25), bilinear to 1/4 res,
+    """One-hot (ignore and any id outside 0..C-1 -> all zero,
+    docs/original_implementation.md#ignore-negatives), bilinear to 1/4 res,
     pasted top-left -> (C, H4, W4)."""
     sem = sample["semantic"].to(device=device, dtype=torch.int64)
     h4, w4 = _downsampled_size(*sem.shape, stride)
@@ -280,7 +286,8 @@ def _stuff_semantics(
 
 
 def _depth_target(sample: dict, stride: int, mask_size, device) -> torch.Tensor:
-    """Legacy-nearest downsampling (pixel (4i, 4j), trap 28), pasted into zeros -> (1, H4, W4)."""
+    """Legacy-nearest downsampling (pixel (4i, 4j), docs/original_implementation.md#legacy-nearest-depth),
+    pasted into zeros -> (1, H4, W4)."""
     depth = sample["depth"].to(device=device, dtype=torch.float32)
     h4, w4 = _downsampled_size(*depth.shape, stride)
     small = F.interpolate(depth[None, None], size=(h4, w4), mode="nearest")[0]
@@ -339,7 +346,8 @@ def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float) -> tor
 
 
 def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: torch.Tensor):
-    """Mean / min depth and pixel count over (mask > 0) & (depth > 0) per slot (spec 6.4)."""
+    """Mean / min depth and pixel count over (mask > 0) & (depth > 0) per slot
+    (docs/original_implementation.md#depth-losses)."""
     sel = (masks_btHW > 0) & valid_bt[..., None, None] & (depth_b1HW > 0)
     count = sel.sum((-1, -2))
     depth = depth_b1HW.expand_as(masks_btHW)
@@ -475,7 +483,8 @@ def _indices_to_device(nested: list[list[list[list[int]]]], device: torch.device
 def _stack_level(
     things_l, stuff_l, gt_sems, mask_size, level_size, tcfg: TargetConfig, depth
 ) -> LevelTargets:
-    """Per-image level targets -> batched, slots truncated to max(1, max count) (spec 2.5, 5.4)."""
+    """Per-image level targets -> batched, slots truncated to max(1, max count)
+    (docs/original_implementation.md#target-slots)."""
     b = len(things_l)
     device = gt_sems[0].device
     n_th = [t[1].shape[0] for t in things_l]

@@ -1,4 +1,4 @@
-"""Model directory round trip (contract 4)."""
+"""Model directory round trip."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from panopticdepth.config import Config, ConfigError, load_config, save_config
 def test_defaults_are_the_released_dps_values():
     cfg = load_config()
     assert isinstance(cfg, Config)
-    # spec section 0: released Cityscapes-DPS values
+    # released Cityscapes-DPS values (docs/original_implementation.md#config-defaults)
     assert cfg.model.backbone.name == "resnet50"
     assert cfg.model.backbone.stride_in_1x1 is True
     assert cfg.model.inference.similarity_threshold == 0.97

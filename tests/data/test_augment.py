@@ -1,4 +1,4 @@
-"""Augmentation invariants (spec §7): flip symmetry, depth scaling, nearest labels, pad values,
+"""Augmentation invariants (docs/augmentation.md): flip symmetry, depth scaling, nearest labels, pad values,
 VOID/ignore handling, determinism per (seed, epoch, index), and the off switch."""
 
 from __future__ import annotations

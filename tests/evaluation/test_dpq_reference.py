@@ -1,4 +1,5 @@
-"""The vectorised evaluator against a brute-force, pixel-by-pixel transcription of PROTOCOL.md."""
+"""The vectorised evaluator against a brute-force, pixel-by-pixel transcription of
+docs/evaluation_protocol.md."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def ref_evaluate(frames, k, lam, spec):
             streams.setdefault(f[0], []).append(f)
         streams = list(streams.values())
     else:
-        streams = [frames]  # ViP-kitti: windows over the whole sorted list (section 10)
+        # ViP-kitti: windows over the whole sorted list (docs/evaluation_protocol.md#semkitti)
+        streams = [frames]
     for stream in streams:
         for i in range(len(stream) - k + 1):
             w = stream[i : i + k]
@@ -170,7 +172,8 @@ def test_cases_that_matter_are_exercised():
 
 
 def test_exact_threshold_and_signed_difference():
-    """|p-g|/g == lambda is kept (strict >); under-estimates do not wrap around (traps 1-2)."""
+    """|p-g|/g == lambda is kept (strict >); under-estimates do not wrap around
+    (docs/evaluation_protocol.md#depth-test, docs/evaluation_protocol.md#uint16-wraparound)."""
     gt = np.full((4, 4), 13001)
     gd = np.full((4, 4), 200, np.uint16)
     pd = np.full((4, 4), 220, np.uint16)  # err = 0.1 exactly -> kept at lambda 0.1

@@ -1,4 +1,4 @@
-"""`evaluate --weights W --data DIR`: the inference path, with contract-shaped fakes for the model.
+"""`evaluate --weights W --data DIR`: the inference path, with fakes for the model that have its interface.
 
 The real network is not needed to check this command's plumbing: a fake predictor returns the
 ground truth (or a class-swapped copy), so the expected PQ is known analytically.

@@ -42,7 +42,8 @@ def test_depth_maps_match_scalar_formula(norm, d_max):
 
 
 def test_t2_extremes_are_the_code_scales():
-    """Shift saturates at d_max/2 = 44, range at d_max = 88 either side (trap 5)."""
+    """Shift saturates at d_max/2 = 44, range at d_max = 88 either side
+    (docs/original_implementation.md#depth-t2)."""
     cfg = DepthConfig()
     emb = torch.ones(16, 1, 1)
     big = torch.zeros(1, 18)

@@ -41,7 +41,8 @@ def _brute_force_fusion(kernels, classes, depth, thr):
 
 def test_cosine_fusion_handmade_chain():
     # 0 ~ 1 (same class), 1 ~ 2 but 0 !~ 2: 2 is first claimed by 1, which is itself dropped,
-    # so 2 disappears (spec 2.3.7). 3 has the direction of 0 but another class: kept alone.
+    # so 2 disappears (docs/original_implementation.md#thing-fusion). 3 has the direction of 0 but another
+    # class: kept alone.
     e = np.eye(4)
     v0 = e[0]
     v1 = np.cos(0.2) * e[0] + np.sin(0.2) * e[1]

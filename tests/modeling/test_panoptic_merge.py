@@ -1,4 +1,4 @@
-"""Panoptic merge (spec 3.4) on handmade probability maps, against a literal loop reference."""
+"""Panoptic merge on handmade probability maps, against a literal loop reference."""
 
 from __future__ import annotations
 
@@ -101,7 +101,8 @@ def test_merge_with_nothing_is_void():
 
 
 def test_no_stuff_kernel_means_road():
-    """All-zero stuff map: argmax class 0 (trap 13) takes the free pixels with an all-zero map."""
+    """All-zero stuff map: argmax class 0 (docs/original_implementation.md#stuff-map) takes the free pixels
+    with an all-zero map."""
     things = torch.zeros(1, 4, 5)
     things[0, :2] = 0.9
     empty = torch.zeros(0, dtype=torch.long)

@@ -82,7 +82,8 @@ def test_dps_result_conventions(image_size, output_size):
     assert res.panoptic[h - 1, w - 1] == 0 and res.segment_ids[h - 1, w - 1] == 1
     assert res.depth[cy, cx].item() == pytest.approx(44 * _sig(SHIFT_THING), abs=1e-4)
     # Road's depth vector: the region average at p3 (31 road positions + the car's, Eq. 1) and
-    # plain SHIFT_STUFF on p4..p7, then the mean over the 5 levels (spec 2.4).
+    # plain SHIFT_STUFF on p4..p7, then the mean over the 5 levels
+    # (docs/original_implementation.md#stuff-fusion).
     road_shift = ((31 * SHIFT_STUFF + SHIFT_THING) / 32 + 4 * SHIFT_STUFF) / 5
     assert res.depth[h - 1, w - 1].item() == pytest.approx(44 * _sig(road_shift), abs=1e-4)
     assert set(res.panoptic.unique().tolist()) == {0, 13001}
@@ -110,7 +111,8 @@ def test_ps_mode_void():
 
 
 def test_nothing_predicted_falls_back_to_road():
-    """No centre and no region above threshold: the all-zero stuff map argmaxes to class 0 (trap 13)."""
+    """No centre and no region above threshold: the all-zero stuff map argmaxes to class 0
+    (docs/original_implementation.md#stuff-map)."""
     outputs = _outputs()
     for lv in outputs.levels:
         lv.center_logits.fill_(-20.0)

@@ -1,4 +1,4 @@
-"""Preprocessing (contract 2): channel order, per-channel mean/std, zero padding after normalisation."""
+"""Preprocessing: channel order, per-channel mean/std, zero padding after normalisation."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_bgr_mean_applied_per_tensor_channel_and_padding():
     for i, img in enumerate((a, b)):
         ref = _reference(img, [123.675, 116.28, 103.53], cfg.pixel_std, "BGR", 16, 8)
         np.testing.assert_allclose(batch[i].numpy(), ref, rtol=0, atol=1e-4)
-    # channel 0 of the batch is B minus the first mean value (trap 1)
+    # channel 0 of the batch is B minus the first mean value (docs/original_implementation.md#bgr-input)
     assert abs(float(batch[0, 0, 0, 0]) - (a[2, 0, 0] - 123.675)) < 1e-4
 
 

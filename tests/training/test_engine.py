@@ -264,7 +264,7 @@ def synth_root(tmp_path_factory):
 
 def test_real_pipeline_cli_resume_and_predict(synth_root, tmp_path):
     """CLI run on synthetic data with the real network/targets/losses; a killed + resumed run ends
-    with the same weights; the final folder loads with the predictor (contract 6)."""
+    with the same weights; the final folder loads with the predictor."""
     from panopticdepth.cli.main import main
     from panopticdepth.modeling.predictor import Predictor
     from panopticdepth.training import engine

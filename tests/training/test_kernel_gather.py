@@ -1,4 +1,4 @@
-"""Training-time kernel extraction (spec 2.5): guidance top-7, region averages, projections."""
+"""Training-time kernel extraction: guidance top-7, region averages, projections."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Learning check (slow): the small CPU config learns the synthetic scenes within a few hundred steps.
 
 Total loss must fall by at least half (mean of the first vs the last 20 logged iterations) and PQ on
-the training images must rise well above zero. Data from the data team's synthetic generator.
+the training images must rise well above zero. Data from the test suite's synthetic generator.
 """
 
 from __future__ import annotations

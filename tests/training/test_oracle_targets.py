@@ -74,7 +74,7 @@ def test_level_targets_match(oracle_targets, oracle_case, level):
     assert int(lv.stuff_valid[0].sum()) == int(arrays[f"gt_{p}_num_stuff"])
     np.testing.assert_array_equal(lv.thing_index[0][valid].numpy(), arrays[f"gt_{p}_thing_index"])
     np.testing.assert_array_equal(lv.thing_classes[0][valid].numpy(), arrays[f"gt_{p}_thing_class"])
-    # unused thing slots hold 255 (trap 32)
+    # unused thing slots hold 255 (docs/original_implementation.md#target-slots)
     assert bool((lv.thing_masks[0][~valid] == 255).all())
 
 

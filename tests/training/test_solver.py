@@ -40,7 +40,7 @@ class _Net(nn.Module):
 def test_weight_decay_groups_follow_the_original():
     cfg = SolverConfig(weight_decay=1e-4, weight_decay_norm=0.0, weight_decay_bias=1e-4)
     table = {name: wd for name, _, wd in parameter_weight_decay(_Net(), cfg)}
-    # Written out by hand from spec §7 / trap 36.
+    # Written out by hand from docs/original_implementation.md#adam-l2.
     expected = {
         "conv.weight": 1e-4,
         "gn.weight": 0.0,

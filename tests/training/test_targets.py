@@ -1,4 +1,4 @@
-"""Ground-truth generation (spec 5) against brute-force references written in the tests."""
+"""Ground-truth generation against brute-force references written in the tests."""
 
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def test_stuff_targets_soft_and_compacted():
     sample = make_sample()
     t = build_targets([sample], fake_outputs(1, (64, 128)), (64, 128), Config())
     sem = sample["semantic"].clone()
-    onehot = torch.stack([(sem == c).float() for c in range(19)])  # 255 -> all zero (trap 25)
+    # 255 -> all zero (docs/original_implementation.md#ignore-negatives)
+    onehot = torch.stack([(sem == c).float() for c in range(19)])
     gt_sem = F.interpolate(onehot[None], size=(16, 32), mode="bilinear", align_corners=False)[0]
     for lv in t.levels:
         h, w = lv.stuff_scores.shape[-2:]
@@ -158,7 +159,8 @@ def test_stuff_targets_soft_and_compacted():
 def test_depth_target_and_instance_statistics():
     sample = make_sample()
     t = build_targets([sample], fake_outputs(1, (64, 128)), (64, 128), Config())
-    ref = sample["depth"][::4, ::4]  # legacy nearest = top-left pixel of each 4x4 block (trap 28)
+    # legacy nearest = top-left pixel of each 4x4 block (docs/original_implementation.md#legacy-nearest-depth)
+    ref = sample["depth"][::4, ::4]
     torch.testing.assert_close(t.depth[0, 0], ref)
     p3 = t.levels[0]
     for i in range(2):
