@@ -129,8 +129,8 @@ class InferenceConfig:
     combine_overlap_threshold: float = field(default=0.5, metadata=rules(at_least(0)))
     stuff_area_limit: int = field(default=2048, metadata=rules(at_least(0)))
     # Depth embedding resized straight from 1/4 to the output size
-    # (docs/original_implementation.md#depth-resize); False =
-    # the mask path (x4, crop the padding, resize), which is correct for padded inputs.
+    # (docs/original_implementation.md#depth-resize); False = the mask path (x4, crop the padding, resize),
+    # which is correct for padded inputs.
     depth_direct_resize: bool = True
 
 

@@ -1,8 +1,7 @@
 """Class tables: Cityscapes (from `cityscapesscripts.helpers.labels`) and SemKITTI-DVPS.
 
 The library's label space is the Cityscapes one (docs/original_implementation.md#class-ids): 19 train ids,
-stuff 0..10, things
-11..18, thing index = train id - 11. Other datasets are mapped into it at load time.
+stuff 0..10, things 11..18, thing index = train id - 11. Other datasets are mapped into it at load time.
 """
 
 from __future__ import annotations

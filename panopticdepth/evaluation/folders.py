@@ -4,8 +4,7 @@ Files are paired by *name* (the frame stem), never by position: a missing or ext
 is an error that lists the files. Within a sequence frames are ordered by stem, which is the
 official evaluator's sorted order, so its k-frame windows are reproduced. Unlike the official
 Cityscapes script (which hard-codes 6 frames per sequence, docs/evaluation_protocol.md#files-and-pairing)
-every frame is
-used; `max_frames_per_sequence=6` restores the official truncation.
+every frame is used; `max_frames_per_sequence=6` restores the official truncation.
 """
 
 from __future__ import annotations

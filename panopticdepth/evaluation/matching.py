@@ -11,8 +11,8 @@ lambdas and all k.
 
 Why this is exact: a pixel failing the depth check at lambda becomes part of the shared
 category-19 segment (docs/evaluation_protocol.md#depth-failed-segment). Category 19 is never matched against
-classes 0..18 and its
-counts are cut off at the end, so the only effect of a failed pixel on the 19 reported classes is
+classes 0..18 and its counts are cut off at the end, so the only effect of a failed pixel on the 19 reported
+classes is
 that it leaves its predicted segment (intersection, predicted area and ignore overlap shrink; GT
 areas and unions' GT part do not). Dropping failed rows from the table reproduces that exactly.
 """
@@ -219,8 +219,7 @@ def depth_levels(
     err = |pred - gt| / gt in float64 on the arrays as given (raw PNG integers for the official
     files), computed only where gt > 0, failing when err > lambda (strict). The subtraction is signed
     (docs/evaluation_protocol.md#uint16-wraparound) unless `wrap_uint16` reproduces the Pillow >= 10.3 hazard
-    (NOT the reference).
-    Raw 16-bit integer maps take the exact table-driven path of `depth_levels_int`.
+    (NOT the reference). Raw 16-bit integer maps take the exact table-driven path of `depth_levels_int`.
     """
     if _is_raw16(pred_depth) and _is_raw16(gt_depth):
         return depth_levels_int(pred_depth, gt_depth, lambdas_desc, wrap_uint16)

@@ -4,8 +4,8 @@ table.
 PQ per class: SQ = iou_sum / max(tp, 1), RQ = tp / max(tp + fn/2 + fp/2, 1) (PD-city) or the same
 with `+ 1e-10` instead of `max(., 1)` (ViP-kitti); PQ = SQ * RQ. Means are over *all* classes
 (a class with no GT and no prediction scores 0 and stays in the mean,
-docs/evaluation_protocol.md#aggregation), taken with numpy's
-mean and multiplied by 100 afterwards, as the official code does.
+docs/evaluation_protocol.md#aggregation), taken with numpy's mean and multiplied by 100 afterwards, as the
+official code does.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 A depth-kernel vector is `[v_s, v_r, k_1..k_e]` (shift logit, range logit, e kernel weights,
 docs/original_implementation.md#heads-per-level). The normalised map is `D' = sigma(k . E^d)` (dynamic
-convolution with the depth
-embedding, no bias). With `d_max = cfg.max_depth` (88 for the released models):
+convolution with the depth embedding, no bias). With `d_max = cfg.max_depth` (88 for the released models):
 
 * ``T2`` (the original's code, docs/original_implementation.md#depth-t2): shift `d_s = d_max/2 * sigma(v_s)`,
   range `d_r = d_max * sigma(v_r)`, `D = ReLU(d_r * (2 D' - 1) + d_s)`. The paper writes

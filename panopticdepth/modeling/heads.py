@@ -1,8 +1,8 @@
 """Per-level heads (position, kernel, depth kernel; shared over p3..p7) and the stride-4 encoders.
 
 All of them are a "SingleHead" tower (docs/original_implementation.md#single-head): optional CoordConv input,
-`num_convs` x
-[3x3 conv (DCNv2 where the original has it) -> GroupNorm or nothing -> ReLU], then an output conv.
+`num_convs` x [3x3 conv (DCNv2 where the original has it) -> GroupNorm or nothing -> ReLU], then an output
+conv.
 """
 
 from __future__ import annotations

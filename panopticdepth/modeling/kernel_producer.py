@@ -3,8 +3,8 @@ level merging and the class-specific cosine fusion of thing kernels
 (docs/original_implementation.md#thing-candidates to docs/original_implementation.md#stuff-fusion).
 
 All functions work on ONE image (the original is batch-size-1 only,
-docs/original_implementation.md#batch-size-one); the caller slices
-the batch. Shapes: C = kernel channels (256), E = depth-kernel channels (kernel_dim + 2),
+docs/original_implementation.md#batch-size-one); the caller slices the batch. Shapes: C = kernel channels
+(256), E = depth-kernel channels (kernel_dim + 2),
 K = thing classes (8), S = region classes (19).
 """
 

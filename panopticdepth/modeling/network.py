@@ -3,8 +3,8 @@
 `forward` stops at the raw head outputs (`HeadOutputs`); kernel selection, fusion and the panoptic
 merge are pure post-processing (`modeling/postprocess.py`). The thing/stuff kernel projections
 (`thing_projection`, `stuff_projection`: the original's 1x1 `embed_extractor` convs,
-docs/original_implementation.md#kernel-projections)
-live here as `nn.Linear` so losses and post-processing share them.
+docs/original_implementation.md#kernel-projections) live here as `nn.Linear` so losses and post-processing
+share them.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ things took, so it is the one loop over instances; everything else is vectorised
 
 * PS mode (`with_void=True`): the greedy map is the output, unassigned pixels are VOID.
 * DPS mode (`with_void=False`, docs/original_implementation.md#dps-argmax-merge): the greedy pass only decides
-  which segments compete; every
-  pixel takes the argmax over the stacked probability maps [accepted things in acceptance order,
+  which segments compete; every pixel takes the argmax over the stacked probability maps [accepted things in
+  acceptance order,
   accepted stuff in ascending class order] (first maximum wins), so there is no VOID.
 """
 

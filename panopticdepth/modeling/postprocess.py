@@ -2,13 +2,12 @@
 
 Per image: kernels (kernel_producer) -> mask logits (Eq. 2) -> thing rescoring / filtering and the
 upsampling chain (docs/original_implementation.md#mask-upsampling) -> panoptic merge
-(docs/original_implementation.md#panoptic-merge) ->
-depth of the winning segment (Eq. 3, docs/original_implementation.md#stuff-depth) clamped to [0, clamp_max].
+(docs/original_implementation.md#panoptic-merge) -> depth of the winning segment (Eq. 3,
+docs/original_implementation.md#stuff-depth) clamped to [0, clamp_max].
 
 Resolution paths (docs/original_implementation.md#depth-resize,
 docs/original_implementation.md#mask-upsampling): mask *probabilities* go sigma at 1/4 -> bilinear x4 -> crop
-to
-the un-padded input -> resize to the output size; the depth *embedding* is resized directly from
+to the un-padded input -> resize to the output size; the depth *embedding* is resized directly from
 1/4 to the output size (`inference.depth_direct_resize`, the original's behaviour, which stretches
 the padding into the image for padded inputs) and the kernels are applied at full resolution.
 """
@@ -152,8 +151,7 @@ def postprocess_image(
         instance_masks = torch.cat(mask_chunks) if mask_chunks else empty
 
     # Stuff (docs/original_implementation.md#stuff-map): maps of the predicted classes only; the (num_classes,
-    # H, W) `sem_seg` of
-    # the original (0 for the other classes) is built only when asked for.
+    # H, W) `sem_seg` of the original (0 for the other classes) is built only when asked for.
     stuff_logits = mask_logits(kernels.stuff.kernels, embed_chw)
     stuff_probs = upsample_probs(torch.sigmoid(stuff_logits), image_size, (out_h, out_w))
     sem_shw = None

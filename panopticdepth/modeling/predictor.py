@@ -2,8 +2,8 @@
 
 Owns what a user should never repeat: grayscale/RGBA -> RGB, channel order and mean/std of the
 checkpoint (`preprocess`, docs/original_implementation.md#bgr-input), padding to the size divisibility and
-cropping back, batching,
-and the speed switches (channels_last, bf16 autocast; the post-processing always runs in float32).
+cropping back, batching, and the speed switches (channels_last, bf16 autocast; the post-processing always runs
+in float32).
 
 Images are batched only with images of the same padded size, so each image gets exactly the padding
 it would get alone: results do not depend on the batch composition (the original is batch-1 only

@@ -21,8 +21,7 @@ def preprocess(images: list[torch.Tensor], cfg: ModelConfig) -> tuple[torch.Tens
     """RGB uint8 (3, H, W) images -> normalised batch (B, 3, Hp, Wp) float32 and the (H, W) sizes.
 
     Padding is bottom/right with 0 *after* normalisation (docs/original_implementation.md#padding) to a common
-    size that is a
-    multiple of `cfg.size_divisibility` (32 = stride of res5).
+    size that is a multiple of `cfg.size_divisibility` (32 = stride of res5).
     """
     if not images:
         raise ValueError("preprocess needs at least one image")

@@ -58,8 +58,8 @@ def guidance_topk(
 
     Guidance = sigma(centre logit of the slot's class) where the bilinearly resized GT mask is in
     (threshold, 255), else 0; not detached (docs/original_implementation.md#guidance-weights). On a level with
-    fewer than `pos_num`
-    positions the missing entries get weight 0 at position 0 (the original would fail there).
+    fewer than `pos_num` positions the missing entries get weight 0 at position 0 (the original would fail
+    there).
     """
     center = level.center_logits
     b, _, h, w = center.shape

@@ -20,8 +20,8 @@ instance_depth_loss`) supervises the shift `d_max/2 * sigma(v_s)` with the insta
 A disabled term is absent from the dict; depth off -> no depth terms at all.
 
 Per-GPU batch > 1 (the original asserts 1 for depth, docs/original_implementation.md#per-gpu-depth-batch):
-both depth losses are computed per
-image and averaged over the B images (an image without any valid pixel contributes 0), i.e. exactly
+both depth losses are computed per image and averaged over the B images (an image without any valid pixel
+contributes 0), i.e. exactly
 what data parallelism with one image per GPU optimises. N_th / N_st stay per-batch counts, as the
 original's per-GPU normalisers (docs/original_implementation.md#loss-normalisers).
 

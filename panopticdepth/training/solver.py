@@ -2,8 +2,8 @@
 (docs/training_recipe.md).
 
 * Adam with *coupled* L2 weight decay per parameter group (docs/original_implementation.md#adam-l2): 1e-4
-  everywhere, 0 for
-  norm-layer weights, and the bias override (1e-4) applied after the norm override, so norm biases
+  everywhere, 0 for norm-layer weights, and the bias override (1e-4) applied after the norm override, so norm
+  biases
   decay too. Frozen parameters are not optimised.
 * For Swin backbones (configs/cityscapes/*swin*.yaml) the usual transformer recipe: AdamW
   (decoupled decay), no decay on any norm parameter (`weight_decay_norm_bias`) nor on the relative

@@ -2,8 +2,7 @@
 it).
 
 `build_targets` turns a list of Samples (as `collate_samples` batches them) into per-level targets at the
-sizes of the
-network's outputs: Gaussian centre heat maps and thing slots per FPN level, soft stuff score maps
+sizes of the network's outputs: Gaussian centre heat maps and thing slots per FPN level, soft stuff score maps
 and compacted stuff slots, and the stride-4 depth map. It reproduces the original's `GenerateGT`
 numerically (bilinear point-sampling downsampling, "mass" centres, the CenterNet radius that divides
 every root by 2, inclusive scale ranges) but stores the thing slots truncated to
