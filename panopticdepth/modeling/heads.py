@@ -15,16 +15,34 @@ from .deform_conv import ModulatedDeformConv2d, normal_fill
 from .semantic_fpn import _make_norm
 
 
+def _tracing() -> bool:
+    """True while a tracer or compiler (TorchScript trace, torch.compile, torch.export / ONNX) runs."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+
+
+def _ramp(n: int, like: torch.Tensor) -> torch.Tensor:
+    """`linspace(-1, 1, n)` in `like`'s dtype and device.
+
+    Eagerly this is `torch.linspace` itself (the bits the oracle was made with). Under a tracer it
+    is `arange(n) * (2 / (n - 1)) - 1`: `linspace` with a symbolic length is frozen to the example
+    size by the exporter, `arange` keeps the size symbolic. The two agree to 1 ulp in float32
+    (not bit for bit: `linspace` fills its two halves from opposite ends).
+    """
+    if not _tracing():
+        return torch.linspace(-1.0, 1.0, n, dtype=like.dtype, device=like.device)
+    return torch.arange(n, dtype=like.dtype, device=like.device) * (2.0 / max(n - 1, 1)) - 1.0
+
+
 def append_coords(x_bchw: torch.Tensor) -> torch.Tensor:
     """CoordConv input: [features, row coordinate, column coordinate]
     (docs/original_implementation.md#coordconv).
 
     The first appended channel varies along the height (`linspace(-1, 1, H)` per row), the second
-    along the width, both endpoints inclusive.
+    along the width, both endpoints inclusive. Exportable with a dynamic image size (see `_ramp`).
     """
     b, _, h, w = x_bchw.shape
-    rows = torch.linspace(-1.0, 1.0, h, dtype=x_bchw.dtype, device=x_bchw.device)
-    cols = torch.linspace(-1.0, 1.0, w, dtype=x_bchw.dtype, device=x_bchw.device)
+    rows = _ramp(h, x_bchw)
+    cols = _ramp(w, x_bchw)
     grid_r = rows.view(1, 1, h, 1).expand(b, 1, h, w)
     grid_c = cols.view(1, 1, 1, w).expand(b, 1, h, w)
     return torch.cat([x_bchw, grid_r, grid_c], dim=1)
@@ -34,7 +52,7 @@ class TowerLayer(nn.Module):
     """One tower conv: `conv` (plain nn.Conv2d or ModulatedDeformConv2d) -> `norm` -> ReLU."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, deform: bool, norm: str, groups: int, deform_impl: str
+        self, in_channels: int, out_channels: int, *, deform: bool, norm: str, groups: int, deform_impl: str
     ) -> None:
         super().__init__()
         bias = not norm
@@ -58,6 +76,7 @@ class Tower(nn.Module):
         self,
         in_channels: int,
         channels: int,
+        *,
         num_convs: int,
         deform: bool,
         coord: bool,
@@ -69,7 +88,14 @@ class Tower(nn.Module):
         self.coord = coord
         first = in_channels + (2 if coord else 0)
         self.layers = nn.ModuleList(
-            TowerLayer(first if k == 0 else channels, channels, deform, norm, groups, deform_impl)
+            TowerLayer(
+                first if k == 0 else channels,
+                channels,
+                deform=deform,
+                norm=norm,
+                groups=groups,
+                deform_impl=deform_impl,
+            )
             for k in range(num_convs)
         )
 
@@ -86,11 +112,31 @@ class PositionHead(nn.Module):
     (docs/original_implementation.md#heads-per-level)."""
 
     def __init__(
-        self, in_channels: int, channels: int, num_convs: int, num_thing_classes: int, num_classes: int,
-        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str, bias_value: float,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int,
+        channels: int,
+        *,
+        num_convs: int,
+        num_thing_classes: int,
+        num_classes: int,
+        deform: bool,
+        coord: bool,
+        norm: str,
+        groups: int = 32,
+        deform_impl: str = "auto",
+        bias_value: float = -2.19,
+    ) -> None:
         super().__init__()
-        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.tower = Tower(
+            in_channels,
+            channels,
+            num_convs=num_convs,
+            deform=deform,
+            coord=coord,
+            norm=norm,
+            groups=groups,
+            deform_impl=deform_impl,
+        )
         self.center_out = nn.Conv2d(channels, num_thing_classes, 3, padding=1)
         self.region_out = nn.Conv2d(channels, num_classes, 3, padding=1)
         # Both biases start at the prior -2.19, not only the centre one
@@ -108,11 +154,29 @@ class KernelHead(nn.Module):
     (docs/original_implementation.md#heads-per-level)."""
 
     def __init__(
-        self, in_channels: int, channels: int, num_convs: int, out_channels: int,
-        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int,
+        channels: int,
+        *,
+        num_convs: int,
+        out_channels: int,
+        deform: bool,
+        coord: bool,
+        norm: str,
+        groups: int = 32,
+        deform_impl: str = "auto",
+    ) -> None:
         super().__init__()
-        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.tower = Tower(
+            in_channels,
+            channels,
+            num_convs=num_convs,
+            deform=deform,
+            coord=coord,
+            norm=norm,
+            groups=groups,
+            deform_impl=deform_impl,
+        )
         self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
         normal_fill(self.out, 0.01, 0.0)
 
@@ -125,11 +189,28 @@ class FeatureEncoder(nn.Module):
     conv kept (non-negative)."""
 
     def __init__(
-        self, in_channels: int, channels: int, num_convs: int,
-        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int,
+        channels: int,
+        *,
+        num_convs: int,
+        deform: bool,
+        coord: bool,
+        norm: str,
+        groups: int = 32,
+        deform_impl: str = "auto",
+    ) -> None:
         super().__init__()
-        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.tower = Tower(
+            in_channels,
+            channels,
+            num_convs=num_convs,
+            deform=deform,
+            coord=coord,
+            norm=norm,
+            groups=groups,
+            deform_impl=deform_impl,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tower(x)
@@ -144,11 +225,29 @@ class DepthEncoder(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, channels: int, num_convs: int, out_channels: int,
-        deform: bool, coord: bool, norm: str, groups: int, deform_impl: str,
-    ) -> None:  # fmt: skip
+        self,
+        in_channels: int,
+        channels: int,
+        *,
+        num_convs: int,
+        out_channels: int,
+        deform: bool,
+        coord: bool,
+        norm: str,
+        groups: int = 32,
+        deform_impl: str = "auto",
+    ) -> None:
         super().__init__()
-        self.tower = Tower(in_channels, channels, num_convs, deform, coord, norm, groups, deform_impl)
+        self.tower = Tower(
+            in_channels,
+            channels,
+            num_convs=num_convs,
+            deform=deform,
+            coord=coord,
+            norm=norm,
+            groups=groups,
+            deform_impl=deform_impl,
+        )
         self.embed = nn.Conv2d(channels, out_channels, 1)
         normal_fill(self.embed, 0.01, 0.0)
 

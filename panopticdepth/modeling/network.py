@@ -50,26 +50,32 @@ class PanopticDepthNet(nn.Module):
         f = cfg.fpn.out_channels
         self.semantic_fpn = SemanticFPN(f, c, h.semantic_norm, g)
         self.position_head = PositionHead(
-            f, c, h.num_convs, cfg.num_thing_classes, cfg.num_classes,
-            h.position_deform, h.position_coord, h.position_norm, g, impl, h.bias_value,
+            f, c, num_convs=h.num_convs, num_thing_classes=cfg.num_thing_classes, num_classes=cfg.num_classes,
+            deform=h.position_deform, coord=h.position_coord, norm=h.position_norm, groups=g,
+            deform_impl=impl, bias_value=h.bias_value,
         )  # fmt: skip
         self.kernel_head = KernelHead(
-            f, c, h.num_convs, c, h.kernel_deform, h.kernel_coord, h.kernel_norm, g, impl
-        )
+            f, c, num_convs=h.num_convs, out_channels=c,
+            deform=h.kernel_deform, coord=h.kernel_coord, norm=h.kernel_norm, groups=g, deform_impl=impl,
+        )  # fmt: skip
         self.mask_encoder = FeatureEncoder(
-            c, c, h.num_convs, h.encoder_deform, h.encoder_coord, h.encoder_norm, g, impl
-        )
+            c, c, num_convs=h.num_convs,
+            deform=h.encoder_deform, coord=h.encoder_coord, norm=h.encoder_norm, groups=g, deform_impl=impl,
+        )  # fmt: skip
         self.depth_encoder: DepthEncoder | None = None
         self.depth_kernel_head: KernelHead | None = None
         if d.enabled:
             out = d.kernel_dim if d.mode == "instance" else 1
             self.depth_encoder = DepthEncoder(
-                c, c, h.num_convs, out, h.encoder_deform, h.encoder_coord, h.encoder_norm, g, impl
-            )
+                c, c, num_convs=h.num_convs, out_channels=out,
+                deform=h.encoder_deform, coord=h.encoder_coord, norm=h.encoder_norm,
+                groups=g, deform_impl=impl,
+            )  # fmt: skip
             if d.mode == "instance":
                 self.depth_kernel_head = KernelHead(
-                    f, c, h.num_convs, d.kernel_dim + 2,
-                    h.depth_kernel_deform, h.depth_kernel_coord, h.depth_kernel_norm, g, impl,
+                    f, c, num_convs=h.num_convs, out_channels=d.kernel_dim + 2,
+                    deform=h.depth_kernel_deform, coord=h.depth_kernel_coord, norm=h.depth_kernel_norm,
+                    groups=g, deform_impl=impl,
                 )  # fmt: skip
         self.thing_projection = nn.Linear(c, c)
         self.stuff_projection = nn.Linear(c, c)

@@ -111,6 +111,7 @@ def merge_panoptic(
     thing_train_ids: torch.Tensor,
     stuff_probs_chw: torch.Tensor,
     stuff_classes: torch.Tensor,
+    *,
     num_classes: int,
     thing_class_ids: set[int] | range,
     mask_threshold: float = 0.5,

@@ -165,11 +165,11 @@ def postprocess_image(
         inst.classes[:kept] + thing_train_offset,
         stuff_probs,
         kernels.stuff.classes,
-        num_classes,
-        range(thing_train_offset, num_classes),
-        inf.mask_threshold,
-        inf.combine_overlap_threshold,
-        inf.stuff_area_limit,
+        num_classes=num_classes,
+        thing_class_ids=range(thing_train_offset, num_classes),
+        mask_threshold=inf.mask_threshold,
+        overlap_threshold=inf.combine_overlap_threshold,
+        stuff_area_limit=inf.stuff_area_limit,
         with_void=not depth_on,
     )
 

@@ -100,26 +100,52 @@ def test_coord_channels_order():
             assert float(y[1, 4, i, j]) == pytest.approx(float(cols[j]))  # varies along width
 
 
+def test_coords_are_linspace_eagerly_and_dynamic_under_export():
+    # Eager: torch.linspace's own bits (what the oracle was made with).
+    x = torch.zeros(1, 1, 7, 13)
+    y = append_coords(x)
+    assert torch.equal(y[0, 1, :, 0], torch.linspace(-1.0, 1.0, 7))
+    assert torch.equal(y[0, 2, 0], torch.linspace(-1.0, 1.0, 13))
+
+    # Exported with a dynamic size, the ramp follows the input size (not frozen to the example)
+    # and stays within 1 ulp of linspace.
+    class Coords(torch.nn.Module):
+        def forward(self, x):
+            return append_coords(x)
+
+    from torch.export import Dim, export
+
+    h, w = Dim("h", min=2, max=64), Dim("w", min=2, max=64)
+    program = export(Coords(), (torch.zeros(1, 1, 8, 16),), dynamic_shapes=({2: h, 3: w},))
+    got = program.module()(torch.zeros(1, 1, 7, 13))
+    assert got.shape == (1, 3, 7, 13)
+    torch.testing.assert_close(got[0, 1, :, 0], torch.linspace(-1.0, 1.0, 7), rtol=0, atol=1.2e-7)
+    torch.testing.assert_close(got[0, 2, 0], torch.linspace(-1.0, 1.0, 13), rtol=0, atol=1.2e-7)
+
+
 def test_tower_variants_share_names_minus_offset_conv():
-    deform = Tower(16, 32, 3, deform=True, coord=True, norm="GN", groups=8)
-    plain = Tower(16, 32, 3, deform=False, coord=True, norm="GN", groups=8)
+    deform = Tower(16, 32, num_convs=3, deform=True, coord=True, norm="GN", groups=8)
+    plain = Tower(16, 32, num_convs=3, deform=False, coord=True, norm="GN", groups=8)
     dk = {k for k in deform.state_dict() if "offset_conv" not in k}
     assert dk == set(plain.state_dict())
     assert deform.layers[0].conv.weight.shape == (32, 18, 3, 3)  # coords: +2 input channels
     assert deform.layers[0].conv.bias is None  # GN -> no conv bias
-    nobn = Tower(16, 32, 3, deform=True, coord=True, norm="", groups=8)
+    nobn = Tower(16, 32, num_convs=3, deform=True, coord=True, norm="", groups=8)
     assert nobn.layers[2].conv.bias is not None
 
 
 def test_encoder_tower_keeps_last_relu():
-    t = Tower(8, 8, 3, deform=True, coord=True, norm="", groups=8)
+    t = Tower(8, 8, num_convs=3, deform=True, coord=True, norm="", groups=8)
     with torch.no_grad():
         y = t(torch.randn(1, 8, 6, 6))
     assert float(y.min()) >= 0.0
 
 
 def test_position_head_prior_bias_both_outputs():
-    h = PositionHead(16, 32, 1, 8, 19, False, False, "GN", 8, "sample", -2.19)
+    h = PositionHead(
+        16, 32, num_convs=1, num_thing_classes=8, num_classes=19,
+        deform=False, coord=False, norm="GN", groups=8, deform_impl="sample", bias_value=-2.19,
+    )  # fmt: skip
     assert torch.allclose(h.center_out.bias, torch.full((8,), -2.19))
     assert torch.allclose(h.region_out.bias, torch.full((19,), -2.19))
     assert float(h.center_out.weight.detach().std()) < 0.02

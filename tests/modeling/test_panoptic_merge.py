@@ -55,8 +55,9 @@ def _merge(things, thing_ids, sem, thing_classes, limit, with_void):
     """Call with only the non-zero stuff channels, as the post-processing does."""
     classes = torch.nonzero(sem.flatten(1).amax(1) > 0).flatten()
     return merge_panoptic(
-        things, thing_ids, sem[classes], classes, 19, thing_classes, 0.5, 0.5, limit, with_void
-    )
+        things, thing_ids, sem[classes], classes, num_classes=19, thing_class_ids=thing_classes,
+        mask_threshold=0.5, overlap_threshold=0.5, stuff_area_limit=limit, with_void=with_void,
+    )  # fmt: skip
 
 
 def _case():
@@ -95,8 +96,10 @@ def test_merge_matches_reference_both_modes():
 
 def test_merge_with_nothing_is_void():
     empty = torch.zeros(0, dtype=torch.long)
-    res = merge_panoptic(torch.zeros(0, 4, 5), empty, torch.zeros(0, 4, 5), empty, 19, range(11, 19),
-                         stuff_area_limit=100)  # fmt: skip
+    res = merge_panoptic(
+        torch.zeros(0, 4, 5), empty, torch.zeros(0, 4, 5), empty,
+        num_classes=19, thing_class_ids=range(11, 19), stuff_area_limit=100,
+    )  # fmt: skip
     assert (res.segment_id_hw == -1).all() and (res.category_hw == 255).all()
 
 
@@ -106,8 +109,10 @@ def test_no_stuff_kernel_means_road():
     things = torch.zeros(1, 4, 5)
     things[0, :2] = 0.9
     empty = torch.zeros(0, dtype=torch.long)
-    res = merge_panoptic(things, torch.tensor([13]), torch.zeros(0, 4, 5), empty, 19, range(11, 19),
-                         stuff_area_limit=1)  # fmt: skip
+    res = merge_panoptic(
+        things, torch.tensor([13]), torch.zeros(0, 4, 5), empty,
+        num_classes=19, thing_class_ids=range(11, 19), stuff_area_limit=1,
+    )  # fmt: skip
     assert res.accepted_stuff.tolist() == [0]
     # DPS argmax: road competes with an all-zero map, so ties (0 vs 0) go to the thing, listed first.
     assert (res.segment_id_hw == 21).all()

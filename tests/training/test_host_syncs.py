@@ -109,6 +109,8 @@ def test_panoptic_merge_waits_do_not_grow_with_instances(num_things):
     with HostSyncCounter() as counter:
         things, stuff = things.to(device), stuff.to(device)
         ids, classes = torch.full((num_things,), 11, device=device), torch.tensor([0, 2, 8], device=device)
-        merged = merge_panoptic(things, ids, stuff, classes, 19, range(11, 19), stuff_area_limit=4)
+        merged = merge_panoptic(
+            things, ids, stuff, classes, num_classes=19, thing_class_ids=range(11, 19), stuff_area_limit=4
+        )
     assert merged.accepted_things.numel() >= min(num_things, 10)
     assert counter.count == 3, dict(counter.by_op)  # greedy's one transfer (2 calls) + accepted stuff
