@@ -120,9 +120,9 @@ def run_case(model, cfg, size: tuple[int, int], mode: str, runs: int) -> dict:
 
 
 def _set_impl(model, impl: str) -> None:
-    for m in model.modules():
-        if hasattr(m, "impl"):
-            m.impl = impl
+    from panopticdepth.modeling.deform_conv import set_deform_impl
+
+    set_deform_impl(model, impl)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,18 +13,17 @@ pipeline is: preprocess -> onnxruntime -> `head_outputs_from_onnx` -> postproces
 
 The exporter is `torch.onnx.export(..., dynamo=True)`: the legacy TorchScript exporter fails on
 `torchvision.ops.deform_conv2d`, the dynamo one exports it (ENVIRONMENT.md). Deformable convs are
-switched to the torchvision kernel for the export (the grid-sample kernel loops over row chunks,
-which would freeze the image size, and the native kernel is a ctypes call no tracer can see); all
-kernels compute the same function.
+switched to the torchvision kernel for the export with `set_deform_impl` (the grid-sample kernel
+loops over row chunks, which would freeze the image size, and the native kernel is a ctypes call no
+tracer can see); all kernels compute the same function. The CoordConv channels need nothing special:
+`modeling.heads.append_coords` builds them with `arange` under a tracer, which keeps sizes symbolic.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from torch import nn
 
 from ..config.model import ModelConfig
 from ..errors import PanopticDepthError
+from ..modeling.deform_conv import set_deform_impl
 from ..modeling.outputs import HeadOutputs, LevelOutputs
 from ..utils.files import atomic_path
 
@@ -44,6 +44,8 @@ INPUT_NAME = "image"
 DEFAULT_OPSET = 19  # DeformConv exists in ONNX from opset 19
 STRIDE = 32
 MIN_DYNAMIC_EXAMPLE = 160
+# The deformable-conv kernel of the exported graph (`set_deform_impl`): it exports as ONNX DeformConv.
+EXPORT_DEFORM_IMPL = "torchvision"
 
 
 def output_names(cfg: ModelConfig) -> list[str]:
@@ -119,46 +121,13 @@ class FlatNet(nn.Module):
         return flatten_head_outputs(self.model(image_b3hw))
 
 
-def coords_for_export(x_bchw: torch.Tensor) -> torch.Tensor:
-    """`modeling.heads.append_coords` written with `arange`, which keeps symbolic sizes.
-
-    `torch.linspace` with a symbolic length is frozen to the example size by the exporter (the
-    exported graph then fails at any other size); `arange(n) * 2 / (n - 1) - 1` is the same
-    ramp (to 1 ulp) and stays dynamic.
-    """
-    b, _, h, w = x_bchw.shape
-    rows = torch.arange(h, dtype=x_bchw.dtype, device=x_bchw.device) * (2.0 / max(h - 1, 1)) - 1.0
-    cols = torch.arange(w, dtype=x_bchw.dtype, device=x_bchw.device) * (2.0 / max(w - 1, 1)) - 1.0
-    grid_r = rows.view(1, 1, h, 1).expand(b, 1, h, w)
-    grid_c = cols.view(1, 1, 1, w).expand(b, 1, h, w)
-    return torch.cat([x_bchw, grid_r, grid_c], dim=1)
-
-
-@contextlib.contextmanager
-def _export_friendly_coords() -> Iterator[None]:
-    """Temporarily route the heads' CoordConv through `coords_for_export` (a local adapter)."""
-    from ..modeling import heads
-
-    original = getattr(heads, "append_coords", None)
-    if original is None:
-        yield
-        return
-    heads.append_coords = coords_for_export
-    try:
-        yield
-    finally:
-        heads.append_coords = original
-
-
 def _exportable_copy(model: nn.Module) -> nn.Module:
     """An eval-mode CPU copy whose deformable convs use the torchvision kernel (exportable, same math).
 
     The copy is on the CPU whatever device `model` is on: the ONNX file does not depend on it.
     """
     model = copy.deepcopy(model).cpu().eval()
-    for m in model.modules():
-        if hasattr(m, "impl") and getattr(m, "impl", None) != "torchvision":
-            m.impl = "torchvision"
+    set_deform_impl(model, EXPORT_DEFORM_IMPL)
     return model
 
 
@@ -204,7 +173,7 @@ def export_onnx(
         batch = Dim("batch", min=1, max=64)
         dynamic_shapes = ({0: batch, 2: STRIDE * h32, 3: STRIDE * w32},)
     path = Path(path)
-    with atomic_path(path) as tmp, torch.no_grad(), _export_friendly_coords():
+    with atomic_path(path) as tmp, torch.no_grad():
         program = torch.onnx.export(
             net,
             (example,),

@@ -182,6 +182,23 @@ class ModulatedDeformConv2d(nn.Module):
         )
 
 
+def set_deform_impl(model: nn.Module, impl: str) -> int:
+    """Switch every `ModulatedDeformConv2d` in `model` to the kernel `impl` (one of `IMPLS`).
+
+    All kernels compute the same function with the same parameters, so this changes speed and
+    traceability, not the model: e.g. the ONNX export picks ``"torchvision"`` (the grid-sample
+    kernel loops over row chunks, which freezes the image size; the native one is a ctypes call no
+    tracer sees), and benchmarks compare kernels on one model. Returns the number of layers
+    switched. Other modules are left alone, whatever attributes they have.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"unknown deformable conv implementation {impl!r} (choose from {IMPLS})")
+    layers = [m for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
+    for m in layers:
+        m.impl = impl
+    return len(layers)
+
+
 def c2_msra_fill(conv: nn.Module) -> None:
     """Detectron2's `c2_msra_fill`: kaiming-normal (fan_out, relu) weight, zero bias."""
     nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")

@@ -181,3 +181,24 @@ def test_dcn_sample_row_chunks_and_batch(monkeypatch):
     with torch.no_grad():
         got = dc.deform_conv3x3_sample(x, off, mask, wt, bias)
     assert torch.allclose(got, deform_conv2d(x, off, wt, bias, padding=1, mask=mask), atol=1e-10)
+
+
+def test_set_deform_impl_switches_deformable_convs_only():
+    from panopticdepth.modeling.deform_conv import ModulatedDeformConv2d, set_deform_impl
+
+    torch.manual_seed(0)
+    t = Tower(8, 8, num_convs=2, deform=True, coord=True, norm="", groups=8, deform_impl="sample")
+    other = torch.nn.Linear(2, 2)
+    other.impl = "keep"  # an unrelated attribute of the same name is not touched
+    model = torch.nn.Sequential(t, torch.nn.Module())
+    model[1].add_module("other", other)
+    x = torch.randn(1, 8, 6, 7)
+    with torch.no_grad():
+        before = t(x)
+        assert set_deform_impl(model, "torchvision") == 2
+        after = t(x)
+    assert all(m.impl == "torchvision" for m in t.modules() if isinstance(m, ModulatedDeformConv2d))
+    assert other.impl == "keep"
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)  # same function, another kernel
+    with pytest.raises(ValueError, match="unknown deformable conv"):
+        set_deform_impl(model, "cuda-magic")
