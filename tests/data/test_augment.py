@@ -107,17 +107,26 @@ def test_centre_crop_and_random_crop():
     assert len(offsets) > 1
 
 
-def test_color_changes_image_only():
+def test_color_applies_the_drawn_ssd_parameters_to_the_image_only():
+    from panopticdepth.data.augment import ColorParams, apply_color_ssd, draw_color_params
+
     image, pan, depth = _inputs()
+    # Brightness alone adds the drawn delta to every value (float32, clipped, truncated);
+    # contrast alone scales every value.
+    for beta in (-20.5, 17.25):
+        got = apply_color_ssd(image, ColorParams(beta, True, None, None, None))
+        np.testing.assert_array_equal(got, np.clip(image.astype(np.float32) + beta, 0, 255).astype(np.uint8))
+    got = apply_color_ssd(image, ColorParams(None, True, 1.3, None, None))
+    np.testing.assert_array_equal(got, np.clip(image.astype(np.float32) * 1.3, 0, 255).astype(np.uint8))
+    # The augmentation applies exactly the parameters drawn from its generator, and only to the image.
     aug = Augmentation(AugmentationConfig(color=True, hflip=False))
-    changed = 0
     for seed in range(8):
+        params = draw_color_params(_gen(seed))
         im2, pan2, d2 = aug(image, pan, depth, _gen(seed))
         assert im2.dtype == np.uint8 and im2.shape == image.shape
+        np.testing.assert_array_equal(im2, apply_color_ssd(image, params))
         np.testing.assert_array_equal(pan2, pan)
         np.testing.assert_array_equal(d2, depth)
-        changed += not np.array_equal(im2, image)
-    assert changed >= 4
 
 
 def test_dataset_determinism_and_switch(synth_root):
