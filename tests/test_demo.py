@@ -66,12 +66,19 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
     assert "PQ" in printed and "DPQ" in printed and "AbsRel" in printed
 
     summary = json.loads((out / "metrics.json").read_text())
-    # The shape of `evaluate --json`, percentages in [0, 100].
+    # The demo's metrics are those `evaluate --json` gives for the model it saved on the data it wrote.
+    again = tmp_path / "evaluate.json"
+    weights, data = out / "train" / "model", out / "data"
+    assert main(["evaluate", "--weights", str(weights), "--data", str(data), "--json", str(again)]) == 0
+    capsys.readouterr()
+    reference = json.loads(again.read_text())
     for key in ("pq", "pq_th", "pq_st"):
-        assert 0.0 <= summary["pq"][key] <= 100.0
+        assert summary["pq"][key] == pytest.approx(reference["pq"][key], abs=1e-6), key
     for lam in ("0.5", "0.25", "0.1", "mean"):
         for key in ("dpq", "dpq_th", "dpq_st"):
-            assert 0.0 <= summary["dpq"][lam][key] <= 100.0
+            assert summary["dpq"][lam][key] == pytest.approx(reference["dpq"][lam][key], abs=1e-6), (lam, key)
+    for key in ("rmse", "abs_rel"):
+        assert summary["depth"][key] == pytest.approx(reference["depth"][key], rel=1e-6), key
     assert len(summary["classes"]) == 19
     depth = summary["depth"]
     assert math.isfinite(depth["rmse"]) and depth["rmse"] >= 0.0

@@ -1,7 +1,8 @@
 """Learning check (slow): the small CPU config learns the synthetic scenes within a few hundred steps.
 
 Total loss must fall by at least half (mean of the first vs the last 20 logged iterations) and PQ on
-the training images must rise well above zero. Data from the test suite's synthetic generator.
+held-out scenes (a val split written with another seed, never trained on) must rise well above zero.
+Data from the test suite's synthetic generator.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def test_small_config_learns_synthetic_scenes(tmp_path):
     from panopticdepth.training.engine import Trainer, evaluate_model
 
     write_dataset(tmp_path / "data", "train", 24, height=128, width=256, seed=0)
+    write_dataset(tmp_path / "data", "val", 12, height=128, width=256, seed=1)
     cfg = load_config(
         os.path.join(REPO, "configs", "synthetic", "small_cpu.yaml"),
         [
@@ -44,6 +46,8 @@ def test_small_config_learns_synthetic_scenes(tmp_path):
     first = sum(r["total_loss"] for r in rows[:20]) / 20
     last = sum(r["total_loss"] for r in rows[-20:]) / 20
     assert last <= 0.5 * first, (first, last)
-    train_images = build_dataset(cfg.data, cfg.data.train_split, train=False)
-    summary = evaluate_model(trainer.model, cfg, train_images)
-    assert summary["pq"]["pq"] > 10.0, summary["pq"]
+    held_out = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    assert len(held_out) == 12
+    summary = evaluate_model(trainer.model, cfg, held_out)
+    # Lower than the old bar on the training images (10): unseen scenes generalise less at 300 steps.
+    assert summary["pq"]["pq"] > 5.0, summary["pq"]
