@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, PanopticDepthError
+from ..ids import LABEL_DIVISOR, VOID_ID
 from .common import add_config_arguments
 from .video import SequenceTracking, add_tracking_arguments
 
@@ -208,7 +209,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     lambdas = args.lambdas if args.lambdas is not None else tuple(cfg.eval.depth_thresholds)
     if args.frames is None:
         args.frames = tuple(cfg.eval.frames)
-    protocol = "cityscapes-dps"  # model outputs and samples use train_id * 1000 + instance, VOID 32000
+    protocol = "cityscapes-dps"  # model outputs and samples use train_id * LABEL_DIVISOR + instance, VOID_ID
     ev = DPSEvaluator(
         num_classes=cfg.model.num_classes,
         thing_ids=range(
@@ -229,7 +230,7 @@ def _run_model(args: argparse.Namespace) -> dict:
         result = track(sample.get("meta", {}).get("sequence"), result)
         pred = _numpy(result.panoptic).astype(np.int64)
         # Unassigned pixels (negative or category >= num_classes) are void for the evaluator.
-        pred[(pred < 0) | (pred // 1000 >= cfg.model.num_classes)] = 32000
+        pred[(pred < 0) | (pred // LABEL_DIVISOR >= cfg.model.num_classes)] = VOID_ID
         pred_depth = None if getattr(result, "depth", None) is None else _numpy(result.depth)
         gt_depth = None if sample.get("depth") is None else _numpy(sample["depth"])
         if pred_depth is not None:

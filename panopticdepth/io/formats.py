@@ -16,11 +16,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..ids import IGNORE_LABEL as IGNORE_LABEL  # re-exported: the id encoding of the files
+from ..ids import LABEL_DIVISOR as LABEL_DIVISOR
+from ..ids import VOID_ID as VOID_ID
 from ..utils.files import atomic_path
 
-LABEL_DIVISOR = 1000
-VOID_ID = 32000
-IGNORE_LABEL = 255
 DEPTH_SCALE = 256.0
 
 
