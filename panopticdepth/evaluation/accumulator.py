@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import DataError
+from ..utils.arrays import to_numpy
 from .depth_metrics import depth_sums, empty_depth_sums, is_raw16
 from .matching import PairTable, depth_levels, depth_levels_int, frame_table, match_window
 from .pixel_pass import blocked_frame_pass, is_small_unsigned
@@ -189,7 +190,7 @@ class DPSEvaluator:
         """Add one frame; frames of a sequence must come in temporal order (for k > 1)."""
         self.add_frame(
             self.compute_frame(
-                _numpy(pred_panoptic), _numpy(pred_depth), _numpy(gt_panoptic), _numpy(gt_depth)
+                to_numpy(pred_panoptic), to_numpy(pred_depth), to_numpy(gt_panoptic), to_numpy(gt_depth)
             ),
             sequence,
         )
@@ -306,15 +307,6 @@ def _narrow(ids: np.ndarray) -> np.ndarray:
         if ids.min() >= 0 and ids.max() < 65536:
             return ids.astype(np.uint16)
     return ids
-
-
-def _numpy(x):
-    """Accept torch tensors as well as arrays (callers often hold tensors)."""
-    if x is None or isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 __all__ = ["CITYSCAPES_DPS", "DPSEvaluator", "FrameRecord"]
