@@ -31,6 +31,7 @@ import numpy as np
 
 from .config import Config, load_config
 from .errors import PanopticDepthError
+from .utils.arrays import to_numpy
 from .utils.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -207,14 +208,6 @@ def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float, float]:
     return step, pred, save
 
 
-def _numpy(x: Any) -> np.ndarray | None:
-    if x is None:
-        return None
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
 def visualise_prediction(
     out_dir: Path, stem: str, image: np.ndarray, result: Any, gt: dict, max_depth: float
 ) -> list[Path]:
@@ -226,8 +219,8 @@ def visualise_prediction(
     from .visualization import colorize_depth, colorize_panoptic, save_panel, save_pointcloud_view
 
     vis_dir = out_dir / "vis"
-    pred = _numpy(result.panoptic).astype(np.int64)
-    pred_depth = _numpy(result.depth)
+    pred = to_numpy(result.panoptic).astype(np.int64)
+    pred_depth = to_numpy(result.depth)
     files = [
         save_panel(vis_dir / f"{stem}_panel.png", image, result, gt=gt, title=stem),
         write_image_rgb(vis_dir / f"{stem}_panoptic.png", colorize_panoptic(pred)),
@@ -276,10 +269,10 @@ def evaluate_and_visualise(model: Any, cfg: Config, out_dir: Path, num_vis: int)
         sample = dataset[i]
         image = np.ascontiguousarray(sample["image"].permute(1, 2, 0).numpy())
         result = predictor.predict(image)
-        pred = _numpy(result.panoptic).astype(np.int64)
-        pred_depth = _numpy(result.depth)
-        gt_pan = _numpy(sample["panoptic"])
-        gt_depth = _numpy(sample.get("depth"))
+        pred = to_numpy(result.panoptic).astype(np.int64)
+        pred_depth = to_numpy(result.depth)
+        gt_pan = to_numpy(sample["panoptic"])
+        gt_depth = to_numpy(sample.get("depth"))
         eval_depth = None
         if pred_depth is not None:
             # As `evaluate`: the official writer stores floor(clamp(d, 0, max) * 256)

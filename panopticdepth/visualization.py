@@ -23,6 +23,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 from .io.formats import IGNORE_LABEL, LABEL_DIVISOR
+from .utils.arrays import to_numpy
 from .utils.files import atomic_path
 
 NUM_TRAIN_IDS = 19
@@ -51,12 +52,6 @@ def cityscapes_class_names() -> list[str]:
         if 0 <= lab.trainId < NUM_TRAIN_IDS:
             names[lab.trainId] = lab.name
     return names
-
-
-def _to_numpy(array: Any) -> np.ndarray:
-    if hasattr(array, "detach"):  # torch tensor, without importing torch here
-        array = array.detach().cpu().numpy()
-    return np.asarray(array)
 
 
 def instance_shade(instance_ids: np.ndarray) -> np.ndarray:
@@ -90,7 +85,7 @@ def colorize_panoptic(
     darkened by an instance-specific amount; boundaries between segments are white. Ids whose
     class is not a train id (void 32000, 255 * 1000) are black.
     """
-    pan = _to_numpy(panoptic).astype(np.int64)
+    pan = to_numpy(panoptic).astype(np.int64)
     if pan.ndim != 2:
         raise ValueError(f"panoptic map must be (H, W), got shape {pan.shape}")
     # Work per unique segment id (few) instead of per pixel, then scatter back.
@@ -118,7 +113,7 @@ def colorize_depth(depth: Any, max_depth: float = 80.0, cmap: str = DEPTH_CMAP) 
     """(H, W) metres -> (H, W, 3) uint8 RGB on [0, max_depth] (near bright); invalid (<= 0, NaN) black."""
     from matplotlib import colormaps
 
-    d = _to_numpy(depth).astype(np.float64)
+    d = to_numpy(depth).astype(np.float64)
     if d.ndim != 2:
         raise ValueError(f"depth map must be (H, W), got shape {d.shape}")
     valid = np.isfinite(d) & (d > 0)
@@ -215,12 +210,12 @@ def _panel_figure(image_rgb: Any, result: Any, gt: dict | None, max_depth: float
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    image = _to_numpy(image_rgb).astype(np.uint8)
-    pred_pan = _to_numpy(result.panoptic).astype(np.int64)
-    pred_depth = None if result.depth is None else _to_numpy(result.depth).astype(np.float32)
+    image = to_numpy(image_rgb).astype(np.uint8)
+    pred_pan = to_numpy(result.panoptic).astype(np.int64)
+    pred_depth = None if result.depth is None else to_numpy(result.depth).astype(np.float32)
     gt = gt or {}
-    gt_pan = None if gt.get("panoptic") is None else _to_numpy(gt["panoptic"]).astype(np.int64)
-    gt_depth = None if gt.get("depth") is None else _to_numpy(gt["depth"]).astype(np.float32)
+    gt_pan = None if gt.get("panoptic") is None else to_numpy(gt["panoptic"]).astype(np.int64)
+    gt_depth = None if gt.get("depth") is None else to_numpy(gt["depth"]).astype(np.float32)
     has_gt = gt_pan is not None or gt_depth is not None
     if max_depth is None:
         max_depth = auto_max_depth(pred_depth, gt_depth)

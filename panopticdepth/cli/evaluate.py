@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import DataError, PanopticDepthError
+from ..ids import LABEL_DIVISOR, VOID_ID
 from .common import add_config_arguments
 from .video import SequenceTracking, add_tracking_arguments
 
@@ -192,6 +193,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     from ..data.build import build_dataset
     from ..evaluation import DPSEvaluator
     from ..modeling.predictor import Predictor
+    from ..utils.arrays import to_numpy
     from ..utils.progress import progress
 
     # load_model_dir rather than Predictor.from_dir: the data section of the config is needed.
@@ -208,7 +210,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     lambdas = args.lambdas if args.lambdas is not None else tuple(cfg.eval.depth_thresholds)
     if args.frames is None:
         args.frames = tuple(cfg.eval.frames)
-    protocol = "cityscapes-dps"  # model outputs and samples use train_id * 1000 + instance, VOID 32000
+    protocol = "cityscapes-dps"  # model outputs and samples use train_id * LABEL_DIVISOR + instance, VOID_ID
     ev = DPSEvaluator(
         num_classes=cfg.model.num_classes,
         thing_ids=range(
@@ -227,17 +229,17 @@ def _run_model(args: argparse.Namespace) -> dict:
         image = sample["image"].permute(1, 2, 0).numpy()
         result = predictor.predict(np.ascontiguousarray(image))
         result = track(sample.get("meta", {}).get("sequence"), result)
-        pred = _numpy(result.panoptic).astype(np.int64)
+        pred = to_numpy(result.panoptic).astype(np.int64)
         # Unassigned pixels (negative or category >= num_classes) are void for the evaluator.
-        pred[(pred < 0) | (pred // 1000 >= cfg.model.num_classes)] = 32000
-        pred_depth = None if getattr(result, "depth", None) is None else _numpy(result.depth)
-        gt_depth = None if sample.get("depth") is None else _numpy(sample["depth"])
+        pred[(pred < 0) | (pred // LABEL_DIVISOR >= cfg.model.num_classes)] = VOID_ID
+        pred_depth = None if getattr(result, "depth", None) is None else to_numpy(result.depth)
+        gt_depth = None if sample.get("depth") is None else to_numpy(sample["depth"])
         if pred_depth is not None:
             # The official writer truncates metres * 256 of depth clamped to [0, max_depth]
             # (docs/original_implementation.md#depth-png).
             pred_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
         meta = sample.get("meta", {})
-        ev.update(pred, pred_depth, _numpy(sample["panoptic"]), gt_depth, sequence=meta.get("sequence"))
+        ev.update(pred, pred_depth, to_numpy(sample["panoptic"]), gt_depth, sequence=meta.get("sequence"))
     if n == 0:
         raise DataError(f"{args.data}: no images in split {args.split!r}")
     return ev.summary()
@@ -253,6 +255,7 @@ def _run_model_cityscapes_panoptic(args: argparse.Namespace, predictor, dataset)
     from ..evaluation.cityscapes_panoptic import CocoPanopticPQ
     from ..io.coco_panoptic import cityscapes_categories, panoptic_to_coco
     from ..io.formats import read_image_rgb, read_segment_rgb
+    from ..utils.arrays import to_numpy
     from ..utils.progress import progress
 
     records = dataset.records
@@ -264,21 +267,13 @@ def _run_model_cityscapes_panoptic(args: argparse.Namespace, predictor, dataset)
     for i in progress(range(n), desc="evaluate", unit="image"):
         record = records[i]
         result = predictor.predict(read_image_rgb(record.files["image"]))
-        pred_ids, segments = panoptic_to_coco(_numpy(result.panoptic), category_ids)
+        pred_ids, segments = panoptic_to_coco(to_numpy(result.panoptic), category_ids)
         gt_ids = read_segment_rgb(record.files["panoptic"])
         gt_ann = {"segments_info": record.meta["segments_info"]}
         pq.update(gt_ids, pred_ids, gt_ann, {"segments_info": segments}, str(record.files["image"]))
     if n == 0:
         raise DataError(f"{args.data}: no images in split {args.split!r}")
     return pq.summary()
-
-
-def _numpy(x):
-    import numpy as np
-
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 def _format_panoptic(summary: dict) -> str:

@@ -21,24 +21,29 @@ def semantic_from_panoptic(panoptic_hw: np.ndarray) -> np.ndarray:
     return np.where((sem >= 0) & (sem < NUM_CLASSES), sem, IGNORE_LABEL).astype(np.int64)
 
 
-def boxes_from_masks(masks_nhw: np.ndarray, max_exclusive: bool) -> np.ndarray:
-    """(N, H, W) bool -> (N, 4) float32 boxes (x0, y0, x1, y1) of non-empty masks.
+def boxes_from_masks(masks_nhw: torch.Tensor, max_exclusive: bool = False) -> torch.Tensor:
+    """(N, H, W) bool -> (N, 4) float32 boxes (x0, y0, x1, y1), on the masks' device.
 
-    `max_exclusive`: (min x, min y, max x + 1, max y + 1), the rule of the original's
-    panoptic-segmentation pipeline, where a one-pixel-wide instance has width 1; otherwise
-    inclusive maxima (min x, min y, max x, max y) as its depth-aware pipeline (docs/augmentation.md).
+    Inclusive maxima (min x, min y, max x, max y) by default, the rule of the original's
+    depth-aware pipeline and of the training targets (docs/augmentation.md); `max_exclusive`:
+    (min x, min y, max x + 1, max y + 1), the rule of its panoptic-segmentation pipeline, where a
+    one-pixel-wide instance has width 1. Empty masks get an all-zero box (scale 0: assigned to no
+    level). The one box helper of the library (`torchvision.ops.masks_to_boxes` computes the same
+    but raises on empty masks in older releases of the supported torchvision range).
     """
-    n, h, w = masks_nhw.shape
+    n = masks_nhw.shape[0]
     if n == 0:
-        return np.zeros((0, 4), np.float32)
-    rows_nh = masks_nhw.any(axis=2)
-    cols_nw = masks_nhw.any(axis=1)
+        return torch.zeros((0, 4), dtype=torch.float32, device=masks_nhw.device)
+    rows_nh = masks_nhw.any(dim=2)
+    cols_nw = masks_nhw.any(dim=1)
+    h, w = rows_nh.shape[1], cols_nw.shape[1]
     end = 0 if max_exclusive else 1
-    y0 = np.argmax(rows_nh, axis=1)
-    y1 = h - end - np.argmax(rows_nh[:, ::-1], axis=1)
-    x0 = np.argmax(cols_nw, axis=1)
-    x1 = w - end - np.argmax(cols_nw[:, ::-1], axis=1)
-    return np.stack([x0, y0, x1, y1], axis=1).astype(np.float32)
+    y0 = rows_nh.float().argmax(1)
+    y1 = h - end - rows_nh.flip(1).float().argmax(1)
+    x0 = cols_nw.float().argmax(1)
+    x1 = w - end - cols_nw.flip(1).float().argmax(1)
+    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
+    return torch.where(rows_nh.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
 def instances_from_panoptic(
@@ -92,7 +97,7 @@ def make_sample(
     """
     panoptic_hw = np.asarray(panoptic_hw, dtype=np.int64)
     _, masks_nhw, classes = instances_from_panoptic(panoptic_hw, crowd_instance_zero, drop_thin, min_pixels)
-    boxes = boxes_from_masks(masks_nhw, box_max_exclusive)
+    boxes = boxes_from_masks(torch.from_numpy(np.ascontiguousarray(masks_nhw)), box_max_exclusive).numpy()
     h, w = panoptic_hw.shape
     meta = dict(meta)
     meta["height"], meta["width"] = int(h), int(w)

@@ -17,10 +17,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import DataError
-from .depth_metrics import depth_sums, empty_depth_sums
-from .matching import PairTable, _is_raw16, depth_levels, depth_levels_int, frame_table, match_window
+from ..utils.arrays import to_numpy
+from .depth_metrics import depth_sums, empty_depth_sums, is_raw16
+from .matching import PairTable, depth_levels, depth_levels_int, frame_table, match_window
 from .pixel_pass import blocked_frame_pass, is_small_unsigned
 from .protocol import CITYSCAPES_DPS, Protocol, get_protocol
+from .summary import build_summary, format_table
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +130,7 @@ class DPSEvaluator:
         if (
             is_small_unsigned(pred)
             and is_small_unsigned(gt)
-            and (not has_depth or (_is_raw16(pred_depth) and _is_raw16(gt_depth)))
+            and (not has_depth or (is_raw16(pred_depth) and is_raw16(gt_depth)))
         ):
             blocked = blocked_frame_pass(
                 gt,
@@ -145,7 +147,7 @@ class DPSEvaluator:
                 self._check_categories(blocked[0], name)
                 return FrameRecord(*blocked)
         if has_depth:
-            if _is_raw16(pred_depth) and _is_raw16(gt_depth) and self.depth_metrics:
+            if is_raw16(pred_depth) and is_raw16(gt_depth) and self.depth_metrics:
                 # One pass over the raw PNG integers for the depth check and the depth metrics.
                 level, err_sum, err_n, dsums = depth_levels_int(
                     pred_depth, gt_depth, self._lam_desc, self.wrap_uint16_depth, self.depth_scale
@@ -188,7 +190,7 @@ class DPSEvaluator:
         """Add one frame; frames of a sequence must come in temporal order (for k > 1)."""
         self.add_frame(
             self.compute_frame(
-                _numpy(pred_panoptic), _numpy(pred_depth), _numpy(gt_panoptic), _numpy(gt_depth)
+                to_numpy(pred_panoptic), to_numpy(pred_depth), to_numpy(gt_panoptic), to_numpy(gt_depth)
             ),
             sequence,
         )
@@ -293,13 +295,9 @@ class DPSEvaluator:
 
     def summary(self) -> dict:
         """All numbers in the JSON shape of `panopticdepth evaluate --json` (percent)."""
-        from .summary import build_summary
-
         return build_summary(self)
 
     def format_table(self) -> str:
-        from .summary import format_table
-
         return format_table(self.summary())
 
 
@@ -309,15 +307,6 @@ def _narrow(ids: np.ndarray) -> np.ndarray:
         if ids.min() >= 0 and ids.max() < 65536:
             return ids.astype(np.uint16)
     return ids
-
-
-def _numpy(x):
-    """Accept torch tensors as well as arrays (callers often hold tensors)."""
-    if x is None or isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach"):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
 
 
 __all__ = ["CITYSCAPES_DPS", "DPSEvaluator", "FrameRecord"]

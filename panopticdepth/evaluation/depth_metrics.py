@@ -35,7 +35,7 @@ def dot(a: np.ndarray, b: np.ndarray) -> float:
 
 def depth_sums(pred: np.ndarray, gt: np.ndarray, scale: float = 1.0) -> np.ndarray:
     """(9,) float64 sums over the valid pixels of one frame; arrays in units of 1/scale metres."""
-    if _raw16(pred) and _raw16(gt):
+    if is_raw16(pred) and is_raw16(gt):
         return _depth_sums_raw16(pred, gt, scale)
     g = np.ravel(gt)
     valid = g > 0
@@ -64,8 +64,21 @@ def _delta_counts(d: np.ndarray, g: np.ndarray) -> list[int]:
     return [int(np.count_nonzero((d < c * g) & (g < c * d))) for c in (1.25, 1.25**2, 1.25**3)]
 
 
-def _raw16(a: np.ndarray) -> bool:
+def is_raw16(a: np.ndarray) -> bool:
+    """Non-negative integers of at most 16 bits: the maps the table-driven (raw 16-bit) paths accept."""
     return a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and (a.dtype.kind == "u" or a.min(initial=0) >= 0)
+
+
+_INVERSE: list[np.ndarray] = []
+
+
+def inverse_table() -> np.ndarray:
+    """(65536,) float64 1/g, with 0 for g = 0 (invalid GT depth contributes nothing)."""
+    if not _INVERSE:
+        inv = np.zeros(65536)
+        inv[1:] = 1.0 / np.arange(1, 65536)
+        _INVERSE.append(inv)
+    return _INVERSE[0]
 
 
 _LOG_CACHE: dict[float, np.ndarray] = {}
@@ -80,8 +93,6 @@ def _log_table(scale: float) -> np.ndarray:
 
 
 def _depth_sums_raw16(pred: np.ndarray, gt: np.ndarray, scale: float) -> np.ndarray:
-    from .matching import inverse_table
-
     g = np.ravel(gt)
     g_idx = g.astype(np.intp)
     return raw_depth_sums(pred, g, g_idx, None, np.take(inverse_table(), g_idx), scale)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..io.formats import _open_png
+from ..io.formats import open_png
 from ..io.png import read_png_fast
 from ..io.semkitti import read_semkitti_panoptic
 from ..utils.progress import progress
@@ -187,7 +187,7 @@ def _png(path: str, what: str, channels: int) -> np.ndarray:
     fast = read_png_fast(path)  # 8-bit RGB / 16-bit gray only, else None
     if fast is not None and fast.ndim == (2 if channels == 1 else 3):
         return fast
-    img = _open_png(path)
+    img = open_png(path)
     arr = np.asarray(img)
     if channels == 1 and (arr.ndim != 2 or img.mode not in ("I;16", "I;16B", "I;16L", "I")):
         raise DataError(f"{path}: {what} must be a single-channel 16-bit PNG, got mode {img.mode}")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .depth_metrics import dot
+from .depth_metrics import dot, inverse_table, is_raw16, raw_depth_sums
 from .protocol import Protocol
 
 # Past this many cells a dense bincount / lookup table is wasteful; split or sort instead.
@@ -221,7 +221,7 @@ def depth_levels(
     (docs/evaluation_protocol.md#uint16-wraparound) unless `wrap_uint16` reproduces the Pillow >= 10.3 hazard
     (NOT the reference). Raw 16-bit integer maps take the exact table-driven path of `depth_levels_int`.
     """
-    if _is_raw16(pred_depth) and _is_raw16(gt_depth):
+    if is_raw16(pred_depth) and is_raw16(gt_depth):
         return depth_levels_int(pred_depth, gt_depth, lambdas_desc, wrap_uint16)
     g = np.ravel(gt_depth)
     p = np.ravel(pred_depth)
@@ -238,10 +238,6 @@ def depth_levels(
     level = np.zeros(g.shape, np.uint8)
     level[valid] = lev
     return level, float(err.sum()), int(err.size)
-
-
-def _is_raw16(a: np.ndarray) -> bool:
-    return a.dtype.kind in "ui" and a.dtype.itemsize <= 2 and (a.dtype.kind == "u" or a.min(initial=0) >= 0)
 
 
 _THRESHOLD_CACHE: dict[float, np.ndarray] = {}
@@ -296,19 +292,5 @@ def depth_levels_int(
     n_valid = int(np.count_nonzero(g))
     if metrics_scale is None:
         return level, err_sum, n_valid
-    from .depth_metrics import raw_depth_sums
-
     sums = raw_depth_sums(pred_raw, g, g_idx, None if wrap_uint16 else abs_diff, inv_g, metrics_scale)
     return level, err_sum, n_valid, sums
-
-
-_INVERSE: list[np.ndarray] = []
-
-
-def inverse_table() -> np.ndarray:
-    """(65536,) float64 1/g, with 0 for g = 0 (invalid GT depth contributes nothing)."""
-    if not _INVERSE:
-        inv = np.zeros(65536)
-        inv[1:] = 1.0 / np.arange(1, 65536)
-        _INVERSE.append(inv)
-    return _INVERSE[0]

@@ -10,15 +10,31 @@ official code does.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol as Structural
 
 import numpy as np
 
 from .depth_metrics import depth_summary
 from .protocol import Protocol, lambda_key
 
-if TYPE_CHECKING:
-    from .accumulator import DPSEvaluator
+
+class EvaluatorSums(Structural):
+    """What the summary reads from an evaluator (`accumulator.DPSEvaluator`); this module does not
+    import the accumulator, the accumulator imports this one."""
+
+    protocol: Protocol
+    frames: tuple[int, ...]
+    lambdas: tuple[float, ...]
+    tp: np.ndarray
+    fn: np.ndarray
+    fp: np.ndarray
+    iou_sum: np.ndarray
+    num_windows: np.ndarray
+    num_frames: int
+    depth: np.ndarray
+    has_depth: bool
+
+    def abs_rel_internal(self, k_index: int) -> float: ...
 
 
 def class_pq(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, iou_sum: np.ndarray, protocol: Protocol):
@@ -33,7 +49,7 @@ def class_pq(tp: np.ndarray, fn: np.ndarray, fp: np.ndarray, iou_sum: np.ndarray
     return sq * rq, sq, rq
 
 
-def _run_result(ev: DPSEvaluator, ki: int, run: int) -> dict:
+def _run_result(ev: EvaluatorSums, ki: int, run: int) -> dict:
     p = ev.protocol
     tp, fn, fp, iou = ev.tp[ki, run], ev.fn[ki, run], ev.fp[ki, run], ev.iou_sum[ki, run]
     pq, sq, rq = class_pq(tp, fn, fp, iou, p)
@@ -71,10 +87,10 @@ def _run_result(ev: DPSEvaluator, ki: int, run: int) -> dict:
     }
 
 
-def build_summary(ev: DPSEvaluator) -> dict:
+def build_summary(ev: EvaluatorSums) -> dict:
     """The `evaluate --json` document. Headline numbers use the first window size."""
     p = ev.protocol
-    lam_desc = ev._lam_desc
+    lam_desc = tuple(sorted(set(ev.lambdas), reverse=True))  # run order (DPSEvaluator._lam_desc)
     no_depth = lambda_key(p.no_depth_lambda)
     runs: dict[str, dict] = {}
     per_k: dict[int, dict] = {}

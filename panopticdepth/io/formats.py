@@ -16,15 +16,16 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import DataError
+from ..ids import IGNORE_LABEL as IGNORE_LABEL  # re-exported: the id encoding of the files
+from ..ids import LABEL_DIVISOR as LABEL_DIVISOR
+from ..ids import VOID_ID as VOID_ID
 from ..utils.files import atomic_path
 
-LABEL_DIVISOR = 1000
-VOID_ID = 32000
-IGNORE_LABEL = 255
 DEPTH_SCALE = 256.0
 
 
-def _open_png(path: str | os.PathLike) -> Image.Image:
+def open_png(path: str | os.PathLike) -> Image.Image:
+    """Open and decode an image file; a missing or unreadable file is a `DataError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
@@ -65,14 +66,14 @@ def read_image_rgb(path: str | os.PathLike, exif_transpose: bool = False) -> np.
     as viewers show the picture; datasets keep it off, their labels match the stored pixels.
     16-bit grayscale pixels are scaled to 8 bits (65535 -> 255); float images raise `DataError`.
     """
-    img = _open_png(path)
+    img = open_png(path)
     if exif_transpose:
         img = ImageOps.exif_transpose(img)
     return _to_uint8_rgb(img, path)
 
 
 def read_uint16_png(path: str | os.PathLike, what: str) -> np.ndarray:
-    img = _open_png(path)
+    img = open_png(path)
     arr = np.asarray(img)
     if arr.ndim != 2 or img.mode not in ("I;16", "I;16B", "I;16L", "I"):
         raise DataError(f"{path}: {what} must be a single-channel 16-bit PNG, got mode {img.mode}")
@@ -95,10 +96,13 @@ def encode_depth(depth_m: np.ndarray) -> np.ndarray:
     return np.clip(np.round(d * DEPTH_SCALE), 0, 65535).astype(np.uint16)
 
 
-def _save_png(
+def save_png(
     array: np.ndarray, path: str | os.PathLike, mode: str | None = None, compress_level: int = 6
 ) -> Path:
-    """`compress_level` 1 is ~3x faster than PIL's default 6 on noisy images, and not larger."""
+    """Write `array` as a PNG atomically.
+
+    `compress_level` 1 is ~3x faster than PIL's default 6 on noisy images, and not larger.
+    """
     path = Path(path)
     with atomic_path(path) as tmp:
         Image.fromarray(array, mode=mode).save(tmp, format="PNG", compress_level=compress_level)
@@ -106,18 +110,18 @@ def _save_png(
 
 
 def write_depth(path: str | os.PathLike, depth_m: np.ndarray, compress_level: int = 6) -> Path:
-    return _save_png(encode_depth(depth_m), path, compress_level=compress_level)
+    return save_png(encode_depth(depth_m), path, compress_level=compress_level)
 
 
 def write_panoptic_ids(path: str | os.PathLike, ids: np.ndarray, compress_level: int = 6) -> Path:
     ids = np.asarray(ids)
     if ids.min(initial=0) < 0 or ids.max(initial=0) > 65535:
         raise ValueError("panoptic ids must fit in uint16")
-    return _save_png(ids.astype(np.uint16), path, compress_level=compress_level)
+    return save_png(ids.astype(np.uint16), path, compress_level=compress_level)
 
 
 def write_image_rgb(path: str | os.PathLike, image: np.ndarray, compress_level: int = 6) -> Path:
-    return _save_png(np.ascontiguousarray(image, dtype=np.uint8), path, compress_level=compress_level)
+    return save_png(np.ascontiguousarray(image, dtype=np.uint8), path, compress_level=compress_level)
 
 
 def encode_panoptic_rgb(panoptic: np.ndarray) -> np.ndarray:
@@ -134,12 +138,12 @@ def encode_panoptic_rgb(panoptic: np.ndarray) -> np.ndarray:
 
 
 def write_panoptic_rgb(path: str | os.PathLike, panoptic: np.ndarray) -> Path:
-    return _save_png(encode_panoptic_rgb(panoptic), path)
+    return save_png(encode_panoptic_rgb(panoptic), path)
 
 
 def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
     """Prediction PNG -> (H, W) int32 ids = R * 1000 + G."""
-    img = _open_png(path)
+    img = open_png(path)
     arr = np.asarray(img)
     if arr.ndim != 3 or arr.shape[2] < 3:
         raise DataError(f"{path}: panoptic prediction must be an RGB PNG, got mode {img.mode}")
@@ -148,13 +152,13 @@ def read_panoptic_rgb(path: str | os.PathLike) -> np.ndarray:
 
 def png_bit_depth(path: str | os.PathLike) -> int:
     """Bits per channel of an image file (8 or 16), read from the decoded mode."""
-    img = _open_png(path)
+    img = open_png(path)
     return 16 if img.mode in ("I;16", "I;16B", "I;16L", "I") else 8
 
 
 def read_label_png(path: str | os.PathLike, what: str, bits: int | None = 8) -> np.ndarray:
     """Single-channel label PNG -> (H, W) int64. `bits` 8 or 16 enforces the bit depth; None accepts both."""
-    img = _open_png(path)
+    img = open_png(path)
     is16 = img.mode in ("I;16", "I;16B", "I;16L", "I")
     if img.mode not in ("L", "P") and not is16:
         raise DataError(f"{path}: {what} must be a single-channel PNG, got mode {img.mode}")
@@ -168,7 +172,7 @@ def read_label_png(path: str | os.PathLike, what: str, bits: int | None = 8) -> 
 def read_segment_rgb(path: str | os.PathLike) -> np.ndarray:
     """COCO-panoptic PNG -> (H, W) int64 segment ids = R + 256 G + 256^2 B
     (docs/original_implementation.md#cityscapes-panoptic)."""
-    img = _open_png(path)
+    img = open_png(path)
     if img.mode != "RGB":
         raise DataError(f"{path}: COCO-panoptic segment PNG must be RGB, got mode {img.mode}")
     rgb = np.asarray(img).astype(np.int64)
@@ -179,4 +183,4 @@ def write_segment_rgb(path: str | os.PathLike, segment_ids: np.ndarray) -> Path:
     """(H, W) segment ids -> COCO-panoptic RGB PNG (inverse of `read_segment_rgb`)."""
     ids = np.asarray(segment_ids, dtype=np.int64)
     rgb = np.stack([ids % 256, (ids // 256) % 256, ids // 65536], axis=-1).astype(np.uint8)
-    return _save_png(rgb, path)
+    return save_png(rgb, path)

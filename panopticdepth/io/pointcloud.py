@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError, PanopticDepthError
+from ..utils.arrays import to_numpy
 from ..utils.files import atomic_path
 from .formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID
 
@@ -86,19 +87,13 @@ def parse_intrinsics(spec: str | None, h: int, w: int) -> Intrinsics:
     return values  # type: ignore[return-value]
 
 
-def _to_numpy(array: Any) -> np.ndarray:
-    if hasattr(array, "detach"):
-        array = array.detach().cpu().numpy()
-    return np.asarray(array)
-
-
 def backproject(depth: Any, intrinsics: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
     """Pixels with valid depth -> camera-frame points.
 
     Returns `points` (N, 3) float32 in row-major pixel order and `valid` (H, W) bool, so that
     `other_hw[valid]` gives the per-point values of any other per-pixel map.
     """
-    depth_hw = _to_numpy(depth).astype(np.float64)
+    depth_hw = to_numpy(depth).astype(np.float64)
     if depth_hw.ndim != 2:
         raise ValueError(f"depth must be (H, W), got shape {depth_hw.shape}")
     fx, fy, cx, cy = (float(v) for v in intrinsics)
@@ -118,8 +113,8 @@ def pointcloud_arrays(
     max_depth: float | None = None,
 ) -> np.ndarray:
     """The PLY vertex table as a numpy structured array (see the module docstring for fields)."""
-    image = _to_numpy(image_rgb)
-    depth_hw = _to_numpy(depth).astype(np.float32)
+    image = to_numpy(image_rgb)
+    depth_hw = to_numpy(depth).astype(np.float32)
     if max_depth is not None:
         depth_hw = np.where(depth_hw <= max_depth, depth_hw, 0.0).astype(np.float32)
     if image.shape[:2] != depth_hw.shape:
@@ -130,7 +125,7 @@ def pointcloud_arrays(
         cls = np.full(len(points), IGNORE_LABEL, dtype=np.int64)
         inst = np.zeros(len(points), dtype=np.int64)
     else:
-        pan = _to_numpy(panoptic).astype(np.int64)
+        pan = to_numpy(panoptic).astype(np.int64)
         if pan.shape != depth_hw.shape:
             raise ValueError(f"panoptic {pan.shape} and depth {depth_hw.shape} sizes differ")
         ids = pan[valid]

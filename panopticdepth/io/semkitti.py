@@ -14,7 +14,7 @@ import os
 import numpy as np
 
 from ..errors import DataError
-from .formats import _open_png
+from .formats import open_png, save_png
 
 SEMKITTI_LABEL_DIVISOR = 2**20
 SEMKITTI_VOID = 255
@@ -22,7 +22,7 @@ SEMKITTI_VOID = 255
 
 def read_label_png(path: str | os.PathLike, what: str) -> np.ndarray:
     """A single-channel 8- or 16-bit label PNG as int32 (H, W)."""
-    img = _open_png(path)
+    img = open_png(path)
     arr = np.asarray(img)
     if arr.ndim != 2:
         raise DataError(f"{path}: {what} must be a single-channel PNG, got mode {img.mode}")
@@ -44,11 +44,9 @@ def write_semkitti_panoptic(
     class_path: str | os.PathLike, instance_path: str | os.PathLike, ids: np.ndarray
 ) -> None:
     """Inverse of `read_semkitti_panoptic` (class 8-bit, instance 16-bit)."""
-    from .formats import _save_png
-
     ids = np.asarray(ids, dtype=np.int64)
     cls, ins = ids // SEMKITTI_LABEL_DIVISOR, ids % SEMKITTI_LABEL_DIVISOR
     if cls.min(initial=0) < 0 or cls.max(initial=0) > 255 or ins.max(initial=0) > 65535:
         raise ValueError("SemKITTI ids need class 0..255 and instance 0..65535")
-    _save_png(cls.astype(np.uint8), class_path)
-    _save_png(ins.astype(np.uint16), instance_path)
+    save_png(cls.astype(np.uint8), class_path)
+    save_png(ins.astype(np.uint16), instance_path)

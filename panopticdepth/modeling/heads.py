@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform_conv import ModulatedDeformConv2d, normal_fill
-from .semantic_fpn import _make_norm
+from .semantic_fpn import make_norm
 
 
 def _tracing() -> bool:
@@ -63,7 +63,7 @@ class TowerLayer(nn.Module):
         else:
             # Plain tower convs keep PyTorch's default init (docs/original_implementation.md#head-init).
             self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias)
-        self.norm = _make_norm(norm, out_channels, groups)
+        self.norm = make_norm(norm, out_channels, groups)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.norm(self.conv(x)))

@@ -22,15 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config.model import ModelConfig
+from ..ids import LABEL_DIVISOR, VOID_ID
 from .depth_generator import gathered_depth
 from .kernel_producer import KernelSet, ProducedKernels, produce_kernels
 from .mask_generation import mask_logits
 from .outputs import HeadOutputs, PanopticDepthResult, Segment
 from .panoptic_merge import MergeResult, merge_panoptic
 
-LABEL_DIVISOR = 1000
-# Panoptic id of VOID pixels (PS mode only); equals `io.formats.VOID_ID` of the dataset encoding.
-VOID_PANOPTIC_ID = 32000
 # Instances upsampled to full resolution at a time (bounds memory at 1024x2048).
 _CHUNK = 16
 
@@ -240,7 +238,7 @@ def _build_result(
     is_thing_hw = seg_hw > num_classes + 1
     instance_hw = torch.where(is_thing_hw, seg_hw - (num_classes + 1), torch.zeros_like(seg_hw))
     void_hw = seg_hw < 0
-    panoptic_hw = torch.where(void_hw, VOID_PANOPTIC_ID, cat_hw * LABEL_DIVISOR + instance_hw)
+    panoptic_hw = torch.where(void_hw, VOID_ID, cat_hw * LABEL_DIVISOR + instance_hw)
     # Segments actually present, with areas from one count over the stacked slots; every per-segment
     # number travels to the host in one copy.
     num_things = merge.accepted_things.numel()

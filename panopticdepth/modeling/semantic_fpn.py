@@ -17,14 +17,15 @@ class ConvNormReLU(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, norm: str = "GN", groups: int = 32) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=not norm)
-        self.norm = _make_norm(norm, out_channels, groups)
+        self.norm = make_norm(norm, out_channels, groups)
         self.act = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.conv(x)))
 
 
-def _make_norm(norm: str, channels: int, groups: int) -> nn.Module:
+def make_norm(norm: str, channels: int, groups: int) -> nn.Module:
+    """The heads' normalisation layer by config name: "GN", or "" / "none" for identity."""
     if norm == "GN":
         return nn.GroupNorm(groups, channels)
     if norm in ("", "none", None):

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..config.schema import Config
 from ..config.training import TargetConfig
+from ..data.sample import boxes_from_masks
 from ..errors import DataError
 from ..modeling.outputs import HeadOutputs
 from ..utils.device import index_tensor
@@ -110,26 +111,6 @@ def _slot_positions(counts: list[list[int]], widths: list[int]) -> list[list[int
             out[b].extend(range(offset, offset + n))
         offset += width
     return out
-
-
-def boxes_from_masks(masks_nhw: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) float32 XYXY with *inclusive* max, as the DPS mapper.
-
-    Used for samples without `instance_boxes`. Empty masks get an all-zero box (scale 0: assigned
-    to no level).
-    """
-    n = masks_nhw.shape[0]
-    if n == 0:
-        return torch.zeros((0, 4), dtype=torch.float32, device=masks_nhw.device)
-    rows_nh = masks_nhw.any(dim=2)
-    cols_nw = masks_nhw.any(dim=1)
-    h, w = rows_nh.shape[1], cols_nw.shape[1]
-    y0 = rows_nh.float().argmax(1)
-    y1 = h - 1 - rows_nh.flip(1).float().argmax(1)
-    x0 = cols_nw.float().argmax(1)
-    x1 = w - 1 - cols_nw.flip(1).float().argmax(1)
-    boxes = torch.stack([x0, y0, x1, y1], dim=1).float()
-    return torch.where(rows_nh.any(1, keepdim=True), boxes, torch.zeros_like(boxes))
 
 
 def gaussian_radius(wh_n2: torch.Tensor, min_overlap: float) -> torch.Tensor:

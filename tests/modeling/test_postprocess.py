@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from panopticdepth.config.model import ModelConfig
+from panopticdepth.ids import VOID_ID
 from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
-from panopticdepth.modeling.postprocess import VOID_PANOPTIC_ID, postprocess
+from panopticdepth.modeling.postprocess import postprocess
 
 C = 4
 PADDED = (32, 64)
@@ -105,7 +106,7 @@ def test_ps_mode_void():
     (res,) = postprocess(_outputs(void_right=True), MODEL, _cfg(enabled=False), [(32, 64)])
     assert res.depth is None
     right = res.segment_ids[:, 40:]
-    assert (right == -1).all() and (res.panoptic[:, 40:] == VOID_PANOPTIC_ID).all()
+    assert (right == -1).all() and (res.panoptic[:, 40:] == VOID_ID).all()
     assert (res.semantic[:, 40:] == 255).all()
     assert res.panoptic[15, 23] == 13001
 
