@@ -125,7 +125,9 @@ class LossModule(nn.Module):
             outputs = self.model(batch_b3hw)
         if self.cfg.solver.amp.lower() not in ("none", "", "fp32"):
             outputs = _to_float(outputs)
-        return self.criterion(samples, outputs, padded_size, self.model.kernel_projection, self.cfg)
+        # None for a network without kernel projections (a custom criterion's stand-in network).
+        projection = getattr(self.model, "kernel_projection", None)
+        return self.criterion(samples, outputs, padded_size, projection, self.cfg)
 
 
 def samples_to(samples: list[dict], device: torch.device) -> list[dict]:
