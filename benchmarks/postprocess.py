@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import time
-import types
 
 import torch
 
 from panopticdepth.config.model import ModelConfig
+from panopticdepth.modeling.kernel_projection import KernelProjection
 from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
 from panopticdepth.modeling.postprocess import postprocess
 
@@ -71,7 +71,7 @@ def main() -> None:
     proj = torch.nn.Linear(256, 256)
     proj.weight.data = torch.eye(256)
     proj.bias.data.zero_()
-    model = types.SimpleNamespace(thing_projection=proj, stuff_projection=proj)
+    model = KernelProjection(proj, proj)
     cfg = ModelConfig()
     print(
         f"threads={args.threads} thing centres~{args.things}; wall s/img (min of {args.repeat}) and CPU s/img"

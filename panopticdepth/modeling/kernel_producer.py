@@ -10,13 +10,14 @@ K = thing classes (8), S = region classes (19).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from ..config.model import InferenceConfig
+from .kernel_projection import KernelProjection
 from .outputs import LevelOutputs
 
 
@@ -195,14 +196,13 @@ class ProducedKernels:
 def produce_kernels(
     levels: Sequence[LevelOutputs],
     b: int,
-    thing_projection: Callable[[torch.Tensor], torch.Tensor],
-    stuff_projection: Callable[[torch.Tensor], torch.Tensor],
+    projection: KernelProjection,
     cfg: InferenceConfig,
 ) -> ProducedKernels:
     """All inference kernels of image `b`: candidates, level merge, thing and stuff fusion.
 
-    The projections are the network's `thing_projection` / `stuff_projection` (the original's
-    1x1 `embed_extractor` convs, i.e. affine maps on each C-vector).
+    `projection` is the network's `kernel_projection` (the original's 1x1 `embed_extractor` convs,
+    i.e. affine maps on each C-vector), the same one the losses call.
     """
     if len(cfg.pool_sizes) < len(levels):
         raise ValueError(f"inference.pool_sizes has {len(cfg.pool_sizes)} entries for {len(levels)} levels")
@@ -217,7 +217,11 @@ def produce_kernels(
     # docs/original_implementation.md#level-merge).
     order = torch.argsort(things.scores, descending=True)
     things = things.select(order)
-    things = KernelSet(thing_projection(things.kernels), things.classes, things.scores, things.depth_kernels)
-    stuff = KernelSet(stuff_projection(stuff.kernels), stuff.classes, stuff.scores, stuff.depth_kernels)
+    things = KernelSet(
+        projection.project_things(things.kernels), things.classes, things.scores, things.depth_kernels
+    )
+    stuff = KernelSet(
+        projection.project_stuff(stuff.kernels), stuff.classes, stuff.scores, stuff.depth_kernels
+    )
     fused_things = fuse_thing_kernels(things, cfg.similarity_threshold, cfg.class_specific)
     return ProducedKernels(things, stuff, fused_things, fuse_stuff_kernels(stuff))

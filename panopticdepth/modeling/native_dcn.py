@@ -276,54 +276,76 @@ def _forward(
     (b, c, h, w), (out_c, kh, kw), (out_h, out_w), pairs = _geometry(
         input_bchw, offset, weight, mask, stride, padding, dilation
     )
-    (sh, sw), (ph, pw), (dh, dw) = pairs
     dtype = input_bchw.dtype
-    in_c, taps = c, kh * kw
-    positions = out_h * out_w
+    taps = kh * kw
+    out_dtype = torch.bfloat16 if bf16 else dtype
     if mask is None:
         mask = torch.ones(b, taps, out_h, out_w, dtype=dtype)
     if b == 0:
-        return torch.zeros(0, out_c, out_h, out_w, dtype=torch.bfloat16 if bf16 else dtype)
+        return torch.zeros(0, out_c, out_h, out_w, dtype=out_dtype)
     offset = offset.to(dtype).contiguous()
     mask = mask.to(dtype).contiguous()
-    weight_o_k = weight.to(dtype).contiguous().view(out_c, in_c * taps)
-    padded_w = w + 2
-    plane = (h + 3) * padded_w
+    weight_o_k = weight.to(dtype).contiguous().view(out_c, c * taps)
     padded = _padded_input(input_bchw, dtype)
-    suffix = "f32" if dtype == torch.float32 else "f64"
-    prepare = getattr(lib, f"pd_dcn_prepare_{suffix}")
-    columns_fn = lib.pd_dcn_columns_f32_bf16 if bf16 else getattr(lib, f"pd_dcn_columns_{suffix}")
-    out_dtype = torch.bfloat16 if bf16 else dtype
-    threads = max(1, torch.get_num_threads())
-
     group = parallel_images(b)
-    ld = group * positions
-    columns = _scratch("columns", c * taps * ld, out_dtype).view(c * taps, ld)
-    gemm_out = _scratch("gemm_out", out_c * ld, out_dtype).view(out_c, ld)
+    columns, gemm_out = _gemm_workspace(c * taps, out_c, group * out_h * out_w, out_dtype)
     bias_o = torch.zeros(out_c, dtype=out_dtype) if bias is None else bias.to(out_dtype)
     bias_1o11 = bias_o.view(1, out_c, 1, 1)
-    corner = torch.empty(taps * positions, dtype=torch.int32)
-    weights4 = torch.empty(4 * taps * positions, dtype=dtype)
+    sample = _column_sampler(lib, padded, offset, mask, (kh, kw), (out_h, out_w), pairs, bf16)
     outs = []
     for first in range(0, b, group):
         for j in range(group):
-            n = first + j
-            prepare(
-                offset[n].data_ptr(), h, w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw, threads,
-                corner.data_ptr(), weights4.data_ptr(), None,
-            )  # fmt: skip
-            columns_fn(
-                padded[n].data_ptr(), plane, padded_w, mask[n].data_ptr(), corner.data_ptr(),
-                weights4.data_ptr(), taps, positions, c, threads, columns.data_ptr(), ld, j * positions,
-            )  # fmt: skip
-        if bf16:
-            torch.mm(weight_o_k.to(torch.bfloat16), columns, out=gemm_out)
-        else:  # torchvision: out_buf = zeros; out_buf.addmm_(weight, columns); then + bias.
-            gemm_out.zero_().addmm_(weight_o_k, columns)
+            sample(first + j, columns, j)
+        _gemm(weight_o_k, columns, gemm_out, bf16)
         # + bias writes a fresh tensor, as torchvision's last step does.
         outs.append(gemm_out.view(out_c, group, out_h, out_w).transpose(0, 1) + bias_1o11)
     out = torch.cat(outs) if len(outs) > 1 else outs[0]
     return out.contiguous()
+
+
+def _gemm_workspace(rows: int, out_c: int, ld: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """This thread's (rows, ld) column matrix and (out_c, ld) GEMM output for a group of images."""
+    columns = _scratch("columns", rows * ld, dtype).view(rows, ld)
+    gemm_out = _scratch("gemm_out", out_c * ld, dtype).view(out_c, ld)
+    return columns, gemm_out
+
+
+def _column_sampler(lib, padded, offset, mask, kernel_size, out_size, pairs, bf16):
+    """`sample(n, columns, j)`: the kernel calls that write image `n`'s bilinear samples (times the
+    mask) into block `j` of the column matrix (the sampling corners and weights first)."""
+    b, c, ph3, padded_w = padded.shape
+    h, w = ph3 - 3, padded_w - 2
+    (kh, kw), (out_h, out_w) = kernel_size, out_size
+    (sh, sw), (ph, pw), (dh, dw) = pairs
+    taps, positions = kh * kw, out_h * out_w
+    plane = ph3 * padded_w
+    suffix = "f32" if padded.dtype == torch.float32 else "f64"
+    prepare = getattr(lib, f"pd_dcn_prepare_{suffix}")
+    columns_fn = lib.pd_dcn_columns_f32_bf16 if bf16 else getattr(lib, f"pd_dcn_columns_{suffix}")
+    threads = max(1, torch.get_num_threads())
+    corner = torch.empty(taps * positions, dtype=torch.int32)
+    weights4 = torch.empty(4 * taps * positions, dtype=padded.dtype)
+
+    def sample(n: int, columns: torch.Tensor, j: int) -> None:
+        prepare(
+            offset[n].data_ptr(), h, w, out_h, out_w, kh, kw, sh, sw, ph, pw, dh, dw, threads,
+            corner.data_ptr(), weights4.data_ptr(), None,
+        )  # fmt: skip
+        columns_fn(
+            padded[n].data_ptr(), plane, padded_w, mask[n].data_ptr(), corner.data_ptr(),
+            weights4.data_ptr(), taps, positions, c, threads, columns.data_ptr(), columns.shape[1],
+            j * positions,
+        )  # fmt: skip
+
+    return sample
+
+
+def _gemm(weight_o_k: torch.Tensor, columns: torch.Tensor, gemm_out: torch.Tensor, bf16: bool) -> None:
+    """gemm_out = weight @ columns, issued as torchvision issues it."""
+    if bf16:
+        torch.mm(weight_o_k.to(torch.bfloat16), columns, out=gemm_out)
+    else:  # torchvision: out_buf = zeros; out_buf.addmm_(weight, columns); then + bias.
+        gemm_out.zero_().addmm_(weight_o_k, columns)
 
 
 class DeformConv2dFunction(torch.autograd.Function):

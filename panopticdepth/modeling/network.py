@@ -1,10 +1,9 @@
 """PanopticDepthNet: backbone + FPN + semantic FPN + encoders + per-level heads.
 
 `forward` stops at the raw head outputs (`HeadOutputs`); kernel selection, fusion and the panoptic
-merge are pure post-processing (`modeling/postprocess.py`). The thing/stuff kernel projections
-(`thing_projection`, `stuff_projection`: the original's 1x1 `embed_extractor` convs,
-docs/original_implementation.md#kernel-projections) live here as `nn.Linear` so losses and post-processing
-share them.
+merge are pure post-processing (`modeling/postprocess.py`). The network owns the thing/stuff kernel
+projections (`kernel_projection`, `modeling/kernel_projection.py`) that losses and post-processing
+both call; their saved keys stay `thing_projection.*` / `stuff_projection.*`.
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from .backbone import build_backbone
 from .deform_conv import normal_fill
 from .fpn import FPN
 from .heads import DepthEncoder, FeatureEncoder, KernelHead, PositionHead
+from .kernel_projection import KernelProjection
 from .outputs import HeadOutputs, LevelOutputs
 from .semantic_fpn import SemanticFPN
 from .swin import SWIN_INPUT_FORMAT, SWIN_MODELS
@@ -26,6 +26,21 @@ from .swin import SWIN_INPUT_FORMAT, SWIN_MODELS
 logger = logging.getLogger(__name__)
 
 HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
+
+# Saved key prefix <-> module path of the kernel projections (the saved names predate the owner).
+_SAVED_PROJECTION_KEYS = {
+    "thing_projection.": "kernel_projection.thing.",
+    "stuff_projection.": "kernel_projection.stuff.",
+}
+
+
+def _rename_keys(state: dict, prefix: str, renames: dict[str, str]) -> None:
+    """Rename the keys `prefix + old...` to `prefix + new...` in place."""
+    for key in [k for k in state if k.startswith(prefix)]:
+        for old, new in renames.items():
+            if key.startswith(prefix + old):
+                state[prefix + new + key[len(prefix + old) :]] = state.pop(key)
+                break
 
 
 class PanopticDepthNet(nn.Module):
@@ -77,10 +92,12 @@ class PanopticDepthNet(nn.Module):
                     deform=h.depth_kernel_deform, coord=h.depth_kernel_coord, norm=h.depth_kernel_norm,
                     groups=g, deform_impl=impl,
                 )  # fmt: skip
-        self.thing_projection = nn.Linear(c, c)
-        self.stuff_projection = nn.Linear(c, c)
-        normal_fill(self.thing_projection, 0.01, 0.0)
-        normal_fill(self.stuff_projection, 0.01, 0.0)
+        thing, stuff = nn.Linear(c, c), nn.Linear(c, c)
+        normal_fill(thing, 0.01, 0.0)
+        normal_fill(stuff, 0.01, 0.0)
+        self.kernel_projection = KernelProjection(thing, stuff)
+        self._register_state_dict_hook(_save_projection_keys)
+        self._register_load_state_dict_pre_hook(_load_projection_keys)
 
     @property
     def head_levels(self) -> tuple[str, ...]:
@@ -120,6 +137,14 @@ class PanopticDepthNet(nn.Module):
             pixel_depth=pixel_depth,
             features=features,
         )
+
+
+def _save_projection_keys(module: nn.Module, state: dict, prefix: str, local_metadata: dict) -> None:
+    _rename_keys(state, prefix, {new: old for old, new in _SAVED_PROJECTION_KEYS.items()})
+
+
+def _load_projection_keys(state: dict, prefix: str, *args: object) -> None:
+    _rename_keys(state, prefix, _SAVED_PROJECTION_KEYS)
 
 
 def build_model(cfg: ModelConfig) -> PanopticDepthNet:

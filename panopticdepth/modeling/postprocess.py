@@ -25,6 +25,7 @@ from ..config.model import ModelConfig
 from ..ids import LABEL_DIVISOR, VOID_ID
 from .depth_generator import gathered_depth
 from .kernel_producer import KernelSet, ProducedKernels, produce_kernels
+from .kernel_projection import kernel_projection_of
 from .mask_generation import mask_logits
 from .outputs import HeadOutputs, PanopticDepthResult, Segment
 from .panoptic_merge import MergeResult, merge_panoptic
@@ -109,37 +110,72 @@ def postprocess_image(
     with_instance_masks: bool = True,
     with_sem_seg: bool = True,
 ) -> tuple[PanopticDepthResult, ImageDetails]:
-    """Post-process image `b` of a batch; `model` provides `thing_projection` / `stuff_projection`.
+    """Post-process image `b` of a batch; `model` is the network (or its `kernel_projection`).
 
-    `with_instance_masks` / `with_sem_seg` fill the full-resolution extras of the result (all
-    instance masks, the 19-class stuff probabilities); the CLI skips them for speed.
+    The steps in the paper's order: kernel producer -> mask logits and thing rescoring ->
+    upsampling -> panoptic merge -> depth -> result. `with_instance_masks` / `with_sem_seg` fill
+    the full-resolution extras of the result (all instance masks, the 19-class stuff
+    probabilities); the CLI skips them for speed.
     """
-    inf = cfg.inference
-    out_h, out_w = output_size if output_size is not None else image_size
-    num_classes = cfg.num_classes
-    thing_train_offset = cfg.first_thing_id
-    depth_on = cfg.depth.enabled
-    instance_depth = depth_on and cfg.depth.mode == "instance"
-    levels = outputs.levels
-    if not instance_depth:  # depth kernels unused: do not carry them around
-        levels = [type(lv)(lv.center_logits, lv.region_logits, lv.kernels, None) for lv in levels]
-    kernels = produce_kernels(levels, b, model.thing_projection, model.stuff_projection, inf)
+    out_size = output_size if output_size is not None else image_size
+    kernels = _image_kernels(outputs, b, kernel_projection_of(model), cfg)
     embed_chw = outputs.mask_embedding[b].float()
-    device = embed_chw.device
+    thing_logits, inst, kept = _thing_instances(kernels.things, embed_chw, cfg)
+    combine_probs, instance_masks = _upsampled_things(
+        inst, kept, image_size, out_size, cfg.inference.mask_threshold, with_instance_masks
+    )
+    stuff_logits, stuff_probs, sem_shw = _stuff_maps(
+        kernels.stuff, embed_chw, image_size, out_size, cfg.num_classes, with_sem_seg
+    )
+    merge = _merge(combine_probs, inst, kept, stuff_probs, kernels.stuff, cfg)
+    depth_hw = _depth(outputs, b, cfg, image_size, out_size, inst, kernels.stuff, merge)
+    result = _build_result(merge, sem_shw, depth_hw, inst, kernels.stuff, instance_masks, cfg)
+    details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, kept)
+    return result, details
 
-    # Things: mask logits, rescoring, upsampling.
-    thing_logits = mask_logits(kernels.things.kernels, embed_chw)
-    inst = rescore_things(kernels.things, thing_logits, inf.mask_threshold, inf.rescore_min, inf.top_num)
+
+def _image_kernels(outputs: HeadOutputs, b: int, projection: Any, cfg: ModelConfig) -> ProducedKernels:
+    """Kernel producer: the projected, fused thing and stuff kernels of image `b`."""
+    levels = outputs.levels
+    if not (cfg.depth.enabled and cfg.depth.mode == "instance"):
+        # Depth kernels unused: do not carry them around.
+        levels = [type(lv)(lv.center_logits, lv.region_logits, lv.kernels, None) for lv in levels]
+    return produce_kernels(levels, b, projection, cfg.inference)
+
+
+def _thing_instances(
+    things: KernelSet, embed_chw: torch.Tensor, cfg: ModelConfig
+) -> tuple[torch.Tensor, ThingInstances, int]:
+    """Thing mask logits (Eq. 2), rescoring and filtering; also the number of instances that
+    enter the merge (a prefix: the scores are sorted)."""
+    inf = cfg.inference
+    thing_logits = mask_logits(things.kernels, embed_chw)
+    inst = rescore_things(things, thing_logits, inf.mask_threshold, inf.rescore_min, inf.top_num)
+    kept = int((inst.scores >= inf.combine_instance_threshold).sum())
+    return thing_logits, inst, kept
+
+
+def _upsampled_things(
+    inst: ThingInstances,
+    kept: int,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    mask_threshold: float,
+    with_instance_masks: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Full-resolution probabilities of the `kept` instances (for the merge) and, when asked for,
+    the binary masks of all instances; `_CHUNK` instances at a time."""
+    out_h, out_w = output_size
+    device = inst.probs_lowres.device
     m = int(inst.classes.numel())
-    kept = int((inst.scores >= inf.combine_instance_threshold).sum())  # prefix: scores are sorted
     combine_chunks: list[torch.Tensor] = []
     mask_chunks: list[torch.Tensor] = []
     for start in range(0, m if with_instance_masks else kept, _CHUNK):
-        up = upsample_probs(inst.probs_lowres[start : start + _CHUNK], image_size, (out_h, out_w))
+        up = upsample_probs(inst.probs_lowres[start : start + _CHUNK], image_size, output_size)
         if start < kept:
             combine_chunks.append(up[: kept - start])
         if with_instance_masks:
-            mask_chunks.append(up > inf.mask_threshold)
+            mask_chunks.append(up > mask_threshold)
     combine_probs = (
         torch.cat(combine_chunks) if combine_chunks else torch.zeros((0, out_h, out_w), device=device)
     )
@@ -147,38 +183,68 @@ def postprocess_image(
     if with_instance_masks:
         empty = torch.zeros((0, out_h, out_w), dtype=torch.bool, device=device)
         instance_masks = torch.cat(mask_chunks) if mask_chunks else empty
+    return combine_probs, instance_masks
 
-    # Stuff (docs/original_implementation.md#stuff-map): maps of the predicted classes only; the (num_classes,
-    # H, W) `sem_seg` of the original (0 for the other classes) is built only when asked for.
-    stuff_logits = mask_logits(kernels.stuff.kernels, embed_chw)
-    stuff_probs = upsample_probs(torch.sigmoid(stuff_logits), image_size, (out_h, out_w))
+
+def _stuff_maps(
+    stuff: KernelSet,
+    embed_chw: torch.Tensor,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    num_classes: int,
+    with_sem_seg: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Stuff mask logits and full-resolution probabilities of the predicted classes
+    (docs/original_implementation.md#stuff-map); the (num_classes, H, W) `sem_seg` of the original
+    (0 for the other classes) is built only when asked for."""
+    stuff_logits = mask_logits(stuff.kernels, embed_chw)
+    stuff_probs = upsample_probs(torch.sigmoid(stuff_logits), image_size, output_size)
     sem_shw = None
     if with_sem_seg:
-        sem_shw = torch.zeros((num_classes, out_h, out_w), device=device)
-        sem_shw[kernels.stuff.classes] = stuff_probs
+        sem_shw = torch.zeros((num_classes, *output_size), device=embed_chw.device)
+        sem_shw[stuff.classes] = stuff_probs
+    return stuff_logits, stuff_probs, sem_shw
 
-    # Panoptic merge: PS mode keeps VOID, DPS mode takes the probability argmax.
-    merge = merge_panoptic(
+
+def _merge(
+    combine_probs: torch.Tensor,
+    inst: ThingInstances,
+    kept: int,
+    stuff_probs: torch.Tensor,
+    stuff: KernelSet,
+    cfg: ModelConfig,
+) -> MergeResult:
+    """Panoptic merge: PS mode keeps VOID, DPS mode takes the probability argmax."""
+    inf = cfg.inference
+    return merge_panoptic(
         combine_probs,
-        inst.classes[:kept] + thing_train_offset,
+        inst.classes[:kept] + cfg.first_thing_id,
         stuff_probs,
-        kernels.stuff.classes,
-        num_classes=num_classes,
-        thing_class_ids=range(thing_train_offset, num_classes),
+        stuff.classes,
+        num_classes=cfg.num_classes,
+        thing_class_ids=range(cfg.first_thing_id, cfg.num_classes),
         mask_threshold=inf.mask_threshold,
         overlap_threshold=inf.combine_overlap_threshold,
         stuff_area_limit=inf.stuff_area_limit,
-        with_void=not depth_on,
+        with_void=not cfg.depth.enabled,
     )
 
-    depth_hw = None
-    if depth_on:
-        depth_hw = _merged_depth(outputs, b, cfg, image_size, (out_h, out_w), inst, kernels.stuff, merge)
-        depth_hw = depth_hw.clamp(0.0, cfg.depth.clamp_max)
 
-    result = _build_result(merge, sem_shw, depth_hw, inst, kernels.stuff, instance_masks, cfg)
-    details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, kept)
-    return result, details
+def _depth(
+    outputs: HeadOutputs,
+    b: int,
+    cfg: ModelConfig,
+    image_size: tuple[int, int],
+    output_size: tuple[int, int],
+    inst: ThingInstances,
+    stuff: KernelSet,
+    merge: MergeResult,
+) -> torch.Tensor | None:
+    """Depth of the merged segments clamped to [0, clamp_max]; None with the depth branch off."""
+    if not cfg.depth.enabled:
+        return None
+    depth_hw = _merged_depth(outputs, b, cfg, image_size, output_size, inst, stuff, merge)
+    return depth_hw.clamp(0.0, cfg.depth.clamp_max)
 
 
 def _merged_depth(
@@ -323,8 +389,9 @@ def postprocess(
 ) -> list[PanopticDepthResult]:
     """One `PanopticDepthResult` per image of the batch, at `output_sizes` (default: the input sizes).
 
-    `image_sizes` are the un-padded input sizes (H, W); `model` supplies the thing/stuff kernel
-    projections. Runs in float32 whatever precision the network used.
+    `image_sizes` are the un-padded input sizes (H, W); `model` is the network (or its
+    `kernel_projection`), which supplies the thing/stuff kernel projections. Runs in float32
+    whatever precision the network used.
     """
     results = []
     with torch.autocast(device_type=outputs.mask_embedding.device.type, enabled=False):

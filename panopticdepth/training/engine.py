@@ -27,6 +27,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, save_config
 from ..errors import PanopticDepthError
+from ..modeling.kernel_projection import KernelProjection, kernel_projection_of
 from ..utils.files import atomic_write_text
 from ..utils.progress import progress
 from .backends import configure_backends
@@ -56,8 +57,8 @@ from .stop_signals import StopSignals
 
 log = logging.getLogger(__name__)
 
-# (samples, head outputs, padded (Hp, Wp), network, config) -> {loss name: scalar tensor}
-Criterion = Callable[[list[dict], Any, tuple[int, int], nn.Module, Config], dict[str, torch.Tensor]]
+# (samples, head outputs, padded (Hp, Wp), kernel projection, config) -> {loss name: scalar tensor}
+Criterion = Callable[[list[dict], Any, tuple[int, int], KernelProjection, Config], dict[str, torch.Tensor]]
 
 
 class TrainingDiverged(PanopticDepthError):
@@ -73,14 +74,21 @@ class TrainResult:
 
 
 def default_criterion(
-    samples: list[dict], outputs: Any, padded_size: tuple[int, int], model: nn.Module, cfg: Config
+    samples: list[dict],
+    outputs: Any,
+    padded_size: tuple[int, int],
+    projection: KernelProjection | nn.Module,
+    cfg: Config,
 ) -> dict[str, torch.Tensor]:
-    """Targets from the batch's Samples (`build_targets`), then the loss dict (`compute_losses`)."""
+    """Targets from the batch's Samples (`build_targets`), then the loss dict (`compute_losses`).
+
+    `projection` is the network's `kernel_projection` (a network is accepted and gives its own).
+    """
     from .losses import compute_losses
     from .targets import build_targets
 
     targets = build_targets(samples, outputs, padded_size, cfg)
-    return compute_losses(outputs, targets, model, cfg)
+    return compute_losses(outputs, targets, kernel_projection_of(projection), cfg)
 
 
 def _to_float(obj: Any) -> Any:
@@ -99,8 +107,9 @@ def _to_float(obj: Any) -> Any:
 
 
 class LossModule(nn.Module):
-    """Network + criterion in one forward, so DDP sees every parameter use (the kernel projections
-    are applied inside the losses) and reduces their gradients in the same backward."""
+    """Network + criterion in one forward, so DDP sees every parameter use (the criterion applies
+    the network's `kernel_projection` inside this forward) and reduces their gradients in the same
+    backward."""
 
     def __init__(self, model: nn.Module, criterion: Criterion, cfg: Config, device: torch.device):
         super().__init__()
@@ -116,7 +125,9 @@ class LossModule(nn.Module):
             outputs = self.model(batch_b3hw)
         if self.cfg.solver.amp.lower() not in ("none", "", "fp32"):
             outputs = _to_float(outputs)
-        return self.criterion(samples, outputs, padded_size, self.model, self.cfg)
+        # None for a network without kernel projections (a custom criterion's stand-in network).
+        projection = getattr(self.model, "kernel_projection", None)
+        return self.criterion(samples, outputs, padded_size, projection, self.cfg)
 
 
 def samples_to(samples: list[dict], device: torch.device) -> list[dict]:

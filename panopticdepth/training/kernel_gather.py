@@ -5,9 +5,10 @@ Things: per level, the GT masks are resized to the level, the live centre probab
 slot's class inside the mask (> 0.1, < 255) is the guidance map, and its top-7 positions give 7
 kernels per instance, weighted by the (non-detached) guidance values. Stuff: the kernel map
 averaged over the binary GT region of each present class, per level (the training form of AKF,
-Eq. 1). Both are concatenated over levels and projected by `model.thing_projection` /
-`model.stuff_projection` (the original's 1x1 `embed_extractor` convs as `nn.Linear`). Depth-kernel
-vectors are gathered the same way and are not projected.
+Eq. 1). Both are concatenated over levels and projected by the `KernelProjection` that
+post-processing also calls (`project_things` / `project_stuff`: the original's 1x1
+`embed_extractor` convs as `nn.Linear`). Depth-kernel vectors are gathered the same way and are not
+projected.
 
 Shapes: B images, N = sum_l T_l thing slots, S = sum_l S_l stuff slots, P = pos_num (7),
 C = kernel channels, E2 = depth kernel length (kernel_dim + 2), (H4, W4) mask embedding.
@@ -19,8 +20,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from ..modeling.kernel_projection import KernelProjection
 from ..modeling.outputs import HeadOutputs, LevelOutputs
 from .targets import LevelTargets, Targets
 
@@ -44,11 +45,6 @@ class StuffKernels:
     valid: torch.Tensor  # (B, S) bool
     labels: torch.Tensor  # (B, S, H4, W4) soft GT maps (dice targets)
     classes: torch.Tensor  # (B, S) train ids
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """DistributedDataParallel keeps the network under `.module`."""
-    return getattr(model, "module", model)
 
 
 def guidance_topk(
@@ -87,7 +83,11 @@ def _gather_positions(maps_bchw: torch.Tensor, index_btp: torch.Tensor) -> torch
 
 
 def gather_thing_kernels(
-    outputs: HeadOutputs, targets: Targets, model: nn.Module, pos_num: int = 7, threshold: float = 0.1
+    outputs: HeadOutputs,
+    targets: Targets,
+    projection: KernelProjection,
+    pos_num: int = 7,
+    threshold: float = 0.1,
 ) -> ThingKernels:
     """Thing kernels of every (slot, level) with their guidance weights
     (docs/original_implementation.md#guidance-weights)."""
@@ -100,7 +100,7 @@ def gather_thing_kernels(
         if with_depth:
             depth_kernels.append(_gather_positions(level.depth_kernels, index))
     lv = targets.levels
-    projected = _unwrap(model).thing_projection(torch.cat(kernels, 1))
+    projected = projection.project_things(torch.cat(kernels, 1))
     has_stats = with_depth and all(t.thing_depth_count is not None for t in lv)
     return ThingKernels(
         kernels=projected,
@@ -122,7 +122,9 @@ def region_average(maps_bchw: torch.Tensor, masks_bshw: torch.Tensor) -> torch.T
     return total / count
 
 
-def gather_stuff_kernels(outputs: HeadOutputs, targets: Targets, model: nn.Module) -> StuffKernels:
+def gather_stuff_kernels(
+    outputs: HeadOutputs, targets: Targets, projection: KernelProjection
+) -> StuffKernels:
     """Stuff kernels of every (present class, level) entry, region-averaged
     (docs/original_implementation.md#stuff-training-kernels)."""
     kernels, depth_kernels = [], []
@@ -133,7 +135,7 @@ def gather_stuff_kernels(outputs: HeadOutputs, targets: Targets, model: nn.Modul
             depth_kernels.append(region_average(level.depth_kernels, tgt.stuff_masks))
     lv = targets.levels
     return StuffKernels(
-        kernels=_unwrap(model).stuff_projection(torch.cat(kernels, 1)),
+        kernels=projection.project_stuff(torch.cat(kernels, 1)),
         depth_kernels=torch.cat(depth_kernels, 1) if with_depth else None,
         valid=torch.cat([t.stuff_valid for t in lv], 1),
         labels=torch.cat([t.stuff_labels for t in lv], 1),

@@ -1,7 +1,7 @@
 """Training losses of PanopticDepth (paper Eq. 6-9; docs/original_implementation.md#focal-loss and the loss
 sections after it).
 
-`compute_losses(outputs, targets, model, cfg)` returns the original's loss dict, weights already
+`compute_losses(outputs, targets, projection, cfg)` returns the original's loss dict, weights already
 applied (the engine sums the values):
 
 * `loss_pos_th`  focal loss on the centre heat maps / max(N_th, 1)
@@ -34,12 +34,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from ..config.schema import Config
 from ..errors import PanopticDepthError
 from ..modeling.depth_generator import depth_maps
+from ..modeling.kernel_projection import KernelProjection
 from ..modeling.outputs import HeadOutputs, LevelOutputs
 from ..utils.device import index_tensor
 from .kernel_gather import StuffKernels, ThingKernels, gather_stuff_kernels, gather_thing_kernels
@@ -322,23 +322,25 @@ def _float32(outputs: HeadOutputs) -> HeadOutputs:
 
 
 def compute_losses(
-    outputs: HeadOutputs, targets: Targets, model: nn.Module, cfg: Config
+    outputs: HeadOutputs, targets: Targets, projection: KernelProjection, cfg: Config
 ) -> dict[str, torch.Tensor]:
     """The original's loss dict for one (per-GPU) batch (docs/original_implementation.md#loss-normalisers).
+
+    `projection` projects the gathered thing/stuff kernels (the network's `kernel_projection`).
 
     Runs in float32 with autocast disabled, whatever precision the forward used.
     """
     with torch.autocast(device_type=outputs.mask_embedding.device.type, enabled=False):
-        return _compute_losses(_float32(outputs), targets, model, cfg)
+        return _compute_losses(_float32(outputs), targets, projection, cfg)
 
 
 def _compute_losses(
-    outputs: HeadOutputs, targets: Targets, model: nn.Module, cfg: Config
+    outputs: HeadOutputs, targets: Targets, projection: KernelProjection, cfg: Config
 ) -> dict[str, torch.Tensor]:
     tc = cfg.train.targets
     loss_pos_th, loss_pos_st = position_losses(outputs, targets, cfg)
-    things = gather_thing_kernels(outputs, targets, model, tc.pos_num, tc.guidance_threshold)
-    stuff = gather_stuff_kernels(outputs, targets, model)
+    things = gather_thing_kernels(outputs, targets, projection, tc.pos_num, tc.guidance_threshold)
+    stuff = gather_stuff_kernels(outputs, targets, projection)
     slots = SlotIndex.build(targets, things, stuff)
     logits = thing_mask_logits(things, outputs.mask_embedding)
     losses = {

@@ -37,7 +37,10 @@ def test_small_model_shapes_and_features():
     assert out.pixel_depth is None
     expected = {"res2", "res3", "res4", "res5", "p2", "p3", "p4", "p5", "p6", "p7", "semantic"}
     assert set(out.features) == expected
-    assert isinstance(m.thing_projection, torch.nn.Linear) and m.thing_projection.weight.shape == (32, 32)
+    assert isinstance(
+        m.kernel_projection.thing, torch.nn.Linear
+    ) and m.kernel_projection.thing.weight.shape == (32, 32)
+    assert {"thing_projection.weight", "stuff_projection.bias"} <= set(m.state_dict())  # saved keys kept
 
 
 def test_depth_off_has_no_depth_modules():

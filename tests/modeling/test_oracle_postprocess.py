@@ -7,8 +7,6 @@ post-processing intermediate and the final maps (oracle/case_small/README.md).
 
 from __future__ import annotations
 
-import types
-
 import numpy as np
 import pytest
 import torch
@@ -16,6 +14,7 @@ import torch
 from panopticdepth.config.model import ModelConfig
 from panopticdepth.modeling.depth_generator import depth_maps
 from panopticdepth.modeling.kernel_producer import stuff_candidates, thing_candidates
+from panopticdepth.modeling.kernel_projection import KernelProjection
 from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
 from panopticdepth.modeling.postprocess import postprocess, postprocess_image, upsample_embedding
 
@@ -70,9 +69,9 @@ def recorded(oracle_case, oracle_weights):
         for p in LEVELS
     ]
     outputs = HeadOutputs(levels, t("encode_feat"), t("encode_depths"))
-    model = types.SimpleNamespace(
-        thing_projection=_linear(oracle_weights, "thing_generator.embed_extractor"),
-        stuff_projection=_linear(oracle_weights, "stuff_generator.embed_extractor"),
+    model = KernelProjection(
+        _linear(oracle_weights, "thing_generator.embed_extractor"),
+        _linear(oracle_weights, "stuff_generator.embed_extractor"),
     )
     size = tuple(a["input_image_bgr_chw_uint8"].shape[1:])
     with torch.no_grad():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import types
 
 import pytest
 import torch
 
 from panopticdepth.config.model import ModelConfig
 from panopticdepth.ids import VOID_ID
+from panopticdepth.modeling.kernel_projection import KernelProjection
 from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
 from panopticdepth.modeling.postprocess import postprocess
 
@@ -65,7 +65,7 @@ def _cfg(**depth) -> ModelConfig:
     return cfg
 
 
-MODEL = types.SimpleNamespace(thing_projection=_identity(), stuff_projection=_identity())
+MODEL = KernelProjection(_identity(), _identity())
 
 
 @pytest.mark.parametrize("image_size,output_size", [((30, 60), None), ((30, 60), (45, 90)), ((32, 64), None)])

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from panopticdepth.config import Config
+from panopticdepth.modeling.kernel_projection import KernelProjection
 from panopticdepth.modeling.outputs import HeadOutputs, LevelOutputs
 from panopticdepth.training.kernel_gather import gather_stuff_kernels, gather_thing_kernels, guidance_topk
 from panopticdepth.training.losses import compute_losses
@@ -19,12 +20,9 @@ C = 8
 STRIDES = (8, 16, 32, 64, 128)
 
 
-class TinyProjections(nn.Module):
-    def __init__(self, c: int = C) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.thing_projection = nn.Linear(c, c)
-        self.stuff_projection = nn.Linear(c, c)
+def TinyProjections(c: int = C) -> KernelProjection:  # noqa: N802 (reads as the class it was)
+    torch.manual_seed(0)
+    return KernelProjection(nn.Linear(c, c), nn.Linear(c, c))
 
 
 def random_outputs(batch: int, padded=(64, 128), seed: int = 0) -> HeadOutputs:
@@ -111,7 +109,7 @@ def test_thing_kernels_are_projected_gathers(setup):
     w = out.levels[0].kernels.shape[-1]
     y, x = divmod(int(index[0, 1, 3]), w)
     raw = out.levels[0].kernels[0, :, y, x]
-    expected = model.thing_projection.weight @ raw + model.thing_projection.bias
+    expected = model.thing.weight @ raw + model.thing.bias
     torch.testing.assert_close(things.kernels[0, 1, 3], expected)
     torch.testing.assert_close(things.depth_kernels[0, 1, 3], out.levels[0].depth_kernels[0, :, y, x])
     n_slots = sum(lv.thing_masks.shape[1] for lv in targets.levels)
@@ -131,7 +129,7 @@ def test_stuff_kernels_region_average_brute_force(setup):
                 acc += level.kernels[0, :, y, x].detach()
                 dacc += level.depth_kernels[0, :, y, x].detach()
             count = max(float(m.sum()), 1.0)
-            expected = model.stuff_projection(acc / count)
+            expected = model.project_stuff(acc / count)
             torch.testing.assert_close(stuff.kernels[0, offset + s], expected, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(stuff.depth_kernels[0, offset + s], dacc / count, rtol=1e-5, atol=1e-6)
         offset += tgt.stuff_masks.shape[1]

@@ -62,7 +62,7 @@ def oracle_losses(oracle_model, small_case):
     model.train()
     outputs = model(batch)
     targets = build_targets([sample], outputs, tuple(batch.shape[-2:]), cfg)
-    losses = compute_losses(outputs, targets, model, cfg)
+    losses = compute_losses(outputs, targets, model.kernel_projection, cfg)
     return losses
 
 
