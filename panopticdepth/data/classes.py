@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
+from ..class_names import CITYSCAPES_CLASS_NAMES, SEMKITTI_CLASS_NAMES
 from ..io.formats import IGNORE_LABEL
 
 NUM_CLASSES = 19
@@ -18,7 +19,7 @@ FIRST_THING_ID = 11
 
 # trainId -> Label of the 19 evaluated Cityscapes classes, in train id order.
 _TRAIN = sorted((lab for lab in _CS_LABELS if 0 <= lab.trainId < IGNORE_LABEL), key=lambda lab: lab.trainId)
-CITYSCAPES_CLASS_NAMES: tuple[str, ...] = tuple(lab.name for lab in _TRAIN)
+assert tuple(lab.name for lab in _TRAIN) == CITYSCAPES_CLASS_NAMES  # one table, checked at import
 CITYSCAPES_COLORS: tuple[tuple[int, int, int], ...] = tuple(tuple(lab.color) for lab in _TRAIN)
 # Cityscapes label id -> train id (255 for ignored labels); used by the panoptic JSON reader
 # (docs/original_implementation.md#cityscapes-panoptic).
@@ -34,11 +35,6 @@ assert all(_TRAIN[t].hasInstances for t in THING_TRAIN_IDS)
 
 # SemKITTI-DVPS (ViP-DeepLab release; docs/evaluation_protocol.md#semkitti): things 0..7, stuff 8..18, 255 =
 # void.
-SEMKITTI_CLASS_NAMES: tuple[str, ...] = (
-    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist",
-    "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation", "trunk",
-    "terrain", "pole", "traffic-sign",
-)  # fmt: skip
 # SemKITTI class -> library class id. Things go to the Cityscapes thing ids of the same meaning
 # (car 13, bicycle 18, motorcycle 17, truck 14, other-vehicle -> bus 15, person 11,
 # bicyclist -> rider 12, motorcyclist -> the unused train slot 16), stuff to the matching

@@ -10,16 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CITYSCAPES_CLASS_NAMES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
-    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
-    "motorcycle", "bicycle",
-)  # fmt: skip
-SEMKITTI_CLASS_NAMES = (
-    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist",
-    "motorcyclist", "road", "parking", "sidewalk", "other-ground", "building", "fence",
-    "vegetation", "trunk", "terrain", "pole", "traffic-sign",
-)  # fmt: skip
+from ..class_names import CITYSCAPES_CLASS_NAMES, SEMKITTI_CLASS_NAMES
 
 
 @dataclass(frozen=True)

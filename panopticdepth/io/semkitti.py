@@ -14,25 +14,16 @@ import os
 import numpy as np
 
 from ..errors import DataError
-from .formats import open_png, save_png
+from .formats import read_label_png, save_png
 
 SEMKITTI_LABEL_DIVISOR = 2**20
 SEMKITTI_VOID = 255
 
 
-def read_label_png(path: str | os.PathLike, what: str) -> np.ndarray:
-    """A single-channel 8- or 16-bit label PNG as int32 (H, W)."""
-    img = open_png(path)
-    arr = np.asarray(img)
-    if arr.ndim != 2:
-        raise DataError(f"{path}: {what} must be a single-channel PNG, got mode {img.mode}")
-    return arr.astype(np.int32)
-
-
 def read_semkitti_panoptic(class_path: str | os.PathLike, instance_path: str | os.PathLike) -> np.ndarray:
     """(H, W) int32 ids = class * 2^20 + instance, as the ViP-DeepLab SemKITTI evaluator builds them."""
-    cls = read_label_png(class_path, "class map")
-    ins = read_label_png(instance_path, "instance map")
+    cls = read_label_png(class_path, "class map", bits=None).astype(np.int32)
+    ins = read_label_png(instance_path, "instance map", bits=None).astype(np.int32)
     if cls.shape != ins.shape:
         raise DataError(f"{instance_path}: size {ins.shape} differs from {class_path} {cls.shape}")
     if ins.min(initial=0) < 0 or ins.max(initial=0) >= SEMKITTI_LABEL_DIVISOR:
