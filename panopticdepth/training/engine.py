@@ -439,12 +439,12 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- loop
     def train(self) -> TrainResult:
-        cfg, tcfg = self.cfg, self.cfg.train
-        max_iter = cfg.solver.max_iter
+        """Steps until `solver.max_iter`, a time budget or a stop signal; then checkpoint and model."""
         t_start = time.monotonic()
         metrics_file, writer = self._open_outputs()
         barrier(self.info)
         self._log_banner()
+        max_iter = self.cfg.solver.max_iter
         data_iter = iter(()) if self.start_iter >= max_iter else iter(self.build_loader(self.start_iter))
         bar_kwargs: dict[str, Any] = {} if self.info.is_main else {"disable": True}
         bar = progress(total=max_iter, initial=self.start_iter, desc="train", **bar_kwargs)
@@ -453,54 +453,58 @@ class Trainer:
         iteration = self.start_iter
         self.stop_signals = StopSignals().install()
         try:
-            it = self.start_iter
-            while it < cfg.solver.max_iter:
+            while iteration < self.cfg.solver.max_iter:
                 t0 = time.perf_counter()
                 lr = self.optimizer.param_groups[0]["lr"]
-
                 stats = self._step(data_iter, lambda: self._stop_code(t_start))
                 if stats.diverged:
-                    self._diverged(stats.losses, it + 1)
-                iteration, last = it + 1, stats.losses
-                it = iteration
-                for hook in self.step_hooks:
-                    hook(iteration)
-                max_iter = cfg.solver.max_iter
-                if bar.total != max_iter:
-                    bar.total = max_iter
-                bar.update(1)
-                bar.set_postfix(loss=f"{last['total_loss']:.3f}", lr=f"{lr:.2e}")
-                if metrics_file is not None and (
-                    iteration % max(tcfg.log_period, 1) == 0 or iteration == 1 or iteration == max_iter
-                ):
-                    dt = time.perf_counter() - t0
-                    self._log_iteration(metrics_file, writer, iteration, lr, stats, dt)
-                if stats.stop >= 2:  # every rank agrees, whichever got the signal
-                    reason = "interrupted"
+                    self._diverged(stats.losses, iteration + 1)
+                iteration, last = iteration + 1, stats.losses
+                self._report_step(iteration, lr, stats, time.perf_counter() - t0, bar, metrics_file, writer)
+                reason = self._stop_reason(stats, iteration)
+                if reason != "completed":
                     break
-                if stats.stop > 0:
-                    reason = "time_budget"
-                    log.info(
-                        "train.max_minutes=%s reached at iteration %d: stopping", tcfg.max_minutes, iteration
-                    )
-                    break
-                if iteration < max_iter:
+                if iteration < self.cfg.solver.max_iter:
                     self._periodic(iteration, writer)
         finally:
             self.stop_signals.restore()
             bar.close()
             if metrics_file is not None:
                 metrics_file.close()
-        if reason == "interrupted":  # checkpoint only: the run is not finished, --resume continues it
-            self.save_checkpoint(iteration)
-            final_dir = None
-        else:
-            final_dir = self._finish(iteration, writer)
+        final_dir = self._finish(iteration, writer, reason)
         if writer is not None:
             writer.close()
         elapsed = time.monotonic() - t_start
         log.info("training %s at iteration %d after %.1f min", reason, iteration, elapsed / 60)
         return TrainResult(iteration=iteration, reason=reason, final_dir=final_dir, last_losses=last)
+
+    def _report_step(
+        self, iteration: int, lr: float, stats: StepStats, dt: float, bar: Any, metrics_file: Any, writer: Any
+    ) -> None:
+        """Step hooks (which may re-plan max_iter), the progress bar and the periodic log line."""
+        for hook in self.step_hooks:
+            hook(iteration)
+        max_iter = self.cfg.solver.max_iter
+        if bar.total != max_iter:
+            bar.total = max_iter
+        bar.update(1)
+        bar.set_postfix(loss=f"{stats.losses['total_loss']:.3f}", lr=f"{lr:.2e}")
+        period = max(self.cfg.train.log_period, 1)
+        if metrics_file is not None and (iteration % period == 0 or iteration in (1, max_iter)):
+            self._log_iteration(metrics_file, writer, iteration, lr, stats, dt)
+
+    def _stop_reason(self, stats: StepStats, iteration: int) -> str:
+        """ "interrupted" (a signal on any rank), "time_budget", or "completed" to go on."""
+        if stats.stop >= 2:  # every rank agrees, whichever got the signal
+            return "interrupted"
+        if stats.stop > 0:
+            log.info(
+                "train.max_minutes=%s reached at iteration %d: stopping",
+                self.cfg.train.max_minutes,
+                iteration,
+            )
+            return "time_budget"
+        return "completed"
 
     def _stop_code(self, t_start: float) -> float:
         """Read after a step's backward: 1 = time budget (main rank), +2 per rank that got SIGTERM
@@ -516,8 +520,14 @@ class Trainer:
         if tcfg.eval_period > 0 and iteration % tcfg.eval_period == 0:
             self._run_eval(iteration, writer)
 
-    def _finish(self, iteration: int, writer: Any) -> Path | None:
-        """Last checkpoint, the final model folder and a last evaluation (if anything was trained)."""
+    def _finish(self, iteration: int, writer: Any, reason: str = "completed") -> Path | None:
+        """Last checkpoint, the final model folder and a last evaluation (if anything was trained).
+
+        An interrupted run writes its checkpoint only: it is not finished, `--resume` continues it.
+        """
+        if reason == "interrupted":
+            self.save_checkpoint(iteration)
+            return None
         if self.start_iter >= self.cfg.solver.max_iter and (self.output_dir / "model").is_dir():
             return self.output_dir / "model"
         final_dir = None
