@@ -128,7 +128,10 @@ def postprocess_image(
         kernels.stuff, embed_chw, image_size, out_size, cfg.num_classes, with_sem_seg
     )
     merge = _merge(combine_probs, inst, kept, stuff_probs, kernels.stuff, cfg)
-    depth_hw = _depth(outputs, b, cfg, image_size, out_size, inst, kernels.stuff, merge)
+    depth_hw = None
+    if cfg.depth.enabled:  # depth of the merged segments, clamped to [0, clamp_max]
+        depth_hw = _merged_depth(outputs, b, cfg, image_size, out_size, inst, kernels.stuff, merge)
+        depth_hw = depth_hw.clamp(0.0, cfg.depth.clamp_max)
     result = _build_result(merge, sem_shw, depth_hw, inst, kernels.stuff, instance_masks, cfg)
     details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, kept)
     return result, details
@@ -228,23 +231,6 @@ def _merge(
         stuff_area_limit=inf.stuff_area_limit,
         with_void=not cfg.depth.enabled,
     )
-
-
-def _depth(
-    outputs: HeadOutputs,
-    b: int,
-    cfg: ModelConfig,
-    image_size: tuple[int, int],
-    output_size: tuple[int, int],
-    inst: ThingInstances,
-    stuff: KernelSet,
-    merge: MergeResult,
-) -> torch.Tensor | None:
-    """Depth of the merged segments clamped to [0, clamp_max]; None with the depth branch off."""
-    if not cfg.depth.enabled:
-        return None
-    depth_hw = _merged_depth(outputs, b, cfg, image_size, output_size, inst, stuff, merge)
-    return depth_hw.clamp(0.0, cfg.depth.clamp_max)
 
 
 def _merged_depth(
