@@ -90,6 +90,7 @@ def load_model_dir(
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    from ..config.labels import model_label_space
     from ..modeling.network import build_model
 
     directory = Path(directory)
@@ -104,6 +105,7 @@ def load_model_dir(
     if not cfg_file.is_file():
         raise CheckpointError(f"{cfg_file}: config file not found")
     cfg = load_config(cfg_file, overrides)
+    model_label_space(cfg, str(cfg_file))  # the class counts must agree with the stored label space
     build_cfg = copy.deepcopy(cfg.model)
     build_cfg.backbone.pretrained = ""  # the weights come from the directory, not ImageNet
     model = build_model(build_cfg)

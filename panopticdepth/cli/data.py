@@ -30,12 +30,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_check(args: argparse.Namespace) -> int:
-    from ..data.check import check_dataset
+    from ..config.data import DataConfig
+    from ..data.build import dataset_label_space
+    from ..data.check import check_dataset, detect_dataset
+    from ..errors import DataError
 
     counts, problems = check_dataset(args.root, args.dataset, args.split)
     for prob in problems:
         print(f"{prob.path}: {prob.message}")
     frames = ", ".join(f"{split}: {n} frames" for split, n in counts.items()) or "no frames"
     status = f"{len(problems)} problem(s)" if problems else "OK"
+    try:
+        name = args.dataset or detect_dataset(args.root)
+        print(f"label space {dataset_label_space(DataConfig(dataset=name, root=str(args.root))).describe()}")
+    except DataError:
+        pass  # already listed as a problem
     print(f"{args.root}: {frames}; {status}")
     return 1 if problems else 0

@@ -190,33 +190,34 @@ def _run_model(args: argparse.Namespace) -> dict:
     if not args.data:
         raise PanopticDepthError("evaluate --weights needs --data DIR (dataset root)")
     from ..checkpoint.model_dir import load_model_dir
+    from ..config.labels import model_label_space
     from ..data.build import build_dataset
     from ..evaluation import DPSEvaluator
+    from ..evaluation.protocol import protocol_for, protocol_ids
     from ..modeling.predictor import Predictor
     from ..utils.arrays import to_numpy
     from ..utils.progress import progress
 
     # load_model_dir rather than Predictor.from_dir: the data section of the config is needed.
     model, cfg = load_model_dir(args.weights, config_path=args.config, overrides=args.overrides)
+    cfg_source = str(args.config or Path(args.weights) / "config.yaml")
+    space = model_label_space(cfg, cfg_source)
     args.resolved_config = cfg
     predictor = Predictor(model, cfg, device=args.device, with_instance_masks=False, with_sem_seg=False)
     data_cfg = cfg.data
     data_cfg.root = args.data
     if args.dataset:
         data_cfg.dataset = args.dataset
-    dataset = build_dataset(data_cfg, args.split, train=False)
+    dataset = build_dataset(data_cfg, args.split, train=False, label_space=space, source=cfg_source)
     if data_cfg.dataset == "cityscapes-panoptic":
         return _run_model_cityscapes_panoptic(args, predictor, dataset)
     lambdas = args.lambdas if args.lambdas is not None else tuple(cfg.eval.depth_thresholds)
     if args.frames is None:
         args.frames = tuple(cfg.eval.frames)
-    protocol = "cityscapes-dps"  # model outputs and samples use train_id * LABEL_DIVISOR + instance, VOID_ID
+    protocol = protocol_for(space)  # SemKITTI data in SemKITTI ids, others in train ids
     ev = DPSEvaluator(
-        num_classes=cfg.model.num_classes,
-        thing_ids=range(
-            getattr(cfg.model, "first_thing_id", cfg.model.num_classes - cfg.model.num_thing_classes),
-            cfg.model.num_classes,
-        ),
+        num_classes=protocol.num_classes,
+        thing_ids=protocol.thing_classes,
         lambdas=lambdas,
         frames=args.frames,
         dataset=protocol,
@@ -239,7 +240,8 @@ def _run_model(args: argparse.Namespace) -> dict:
             # (docs/original_implementation.md#depth-png).
             pred_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
         meta = sample.get("meta", {})
-        ev.update(pred, pred_depth, to_numpy(sample["panoptic"]), gt_depth, sequence=meta.get("sequence"))
+        gt = protocol_ids(space, to_numpy(sample["panoptic"]))
+        ev.update(protocol_ids(space, pred), pred_depth, gt, gt_depth, sequence=meta.get("sequence"))
     if n == 0:
         raise DataError(f"{args.data}: no images in split {args.split!r}")
     return ev.summary()

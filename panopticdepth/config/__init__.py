@@ -2,6 +2,7 @@
 
 from .data import AugmentationConfig, DataConfig
 from .evaluation import EvalConfig
+from .labels import ClassConfig, LabelsConfig
 from .loader import (
     ConfigError,
     config_from_dict,
@@ -17,6 +18,7 @@ from .training import LossConfig, SolverConfig, TargetConfig, TrainConfig
 __all__ = [
     "AugmentationConfig",
     "BackboneConfig",
+    "ClassConfig",
     "Config",
     "ConfigError",
     "DataConfig",
@@ -25,6 +27,7 @@ __all__ = [
     "FPNConfig",
     "HeadsConfig",
     "InferenceConfig",
+    "LabelsConfig",
     "LossConfig",
     "ModelConfig",
     "SolverConfig",

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from .data import DataConfig
 from .evaluation import EvalConfig
+from .labels import LabelsConfig
 from .model import ModelConfig
 from .training import SolverConfig, TrainConfig
 
@@ -17,3 +18,4 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)

@@ -53,6 +53,9 @@ class LossConfig:
     depth_si_factor: float = field(default=5.0, metadata=rules(at_least(0)))
     # instance-level depth loss (variants E/F of Table 3); with T1 it supervises the min depth
     instance_depth_loss: bool = True
+    # Sparse labels (SemKITTI's LiDAR-projected labels): the region and dice losses see labelled
+    # pixels only, instead of counting unlabelled ones as negatives (docs/label_spaces.md#sparse-labels).
+    labeled_pixels_only: bool = False
 
 
 @dataclass

@@ -20,8 +20,8 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..io.formats import LABEL_DIVISOR, VOID_ID
+from ..label_space import CITYSCAPES, LabelSpace
 from .augment import Augmentation
-from .classes import NUM_CLASSES
 from .sample import make_sample
 
 log = logging.getLogger(__name__)
@@ -142,15 +142,18 @@ def read_index_json(path: Path) -> list[dict[str, Any]]:
     return entries
 
 
-def check_panoptic_ids(panoptic_hw: np.ndarray, path: Path | str) -> None:
-    """Every id must be train_id*1000+instance with train_id in 0..18, or VOID (32000)."""
+def check_panoptic_ids(
+    panoptic_hw: np.ndarray, path: Path | str, label_space: LabelSpace = CITYSCAPES
+) -> None:
+    """Every id must be class_id * 1000 + instance with a class of `label_space`, or void."""
     cls = panoptic_hw // LABEL_DIVISOR
-    bad = ~(((cls >= 0) & (cls < NUM_CLASSES)) | (panoptic_hw == VOID_ID))
+    n = label_space.num_classes
+    bad = ~(((cls >= 0) & (cls < n)) | (panoptic_hw == VOID_ID))
     if bad.any():
         values = np.unique(panoptic_hw[bad])[:5].tolist()
         raise DataError(
-            f"{path}: ids outside the class table (train id must be 0..{NUM_CLASSES - 1} or VOID "
-            f"{VOID_ID}); e.g. {values}"
+            f"{path}: ids outside the label space {label_space.name!r} (class id must be 0..{n - 1} or "
+            f"void {VOID_ID}); e.g. {values}"
         )
 
 
@@ -173,6 +176,8 @@ class FrameDataset(Dataset):
     #: Box rule: (min, max + 1) in the panoptic-segmentation pipeline, inclusive max in the DVPS one.
     box_max_exclusive = False
     has_depth = True
+    #: The label space of the format's files when the caller gives none.
+    default_label_space: LabelSpace = CITYSCAPES
 
     def __init__(
         self,
@@ -180,8 +185,10 @@ class FrameDataset(Dataset):
         augmentation: Augmentation | None = None,
         seed: int = 0,
         min_instance_pixels: int = 0,
+        label_space: LabelSpace | None = None,
     ):
         self.records = records
+        self.label_space = label_space or self.default_label_space
         self.min_instance_pixels = int(min_instance_pixels)
         self.augmentation = augmentation
         self.seed = int(seed)
@@ -212,5 +219,5 @@ class FrameDataset(Dataset):
             image, panoptic, depth = self.augmentation(image, panoptic, depth, self.generator(index))
         return make_sample(
             image, panoptic, depth, meta, self.crowd_instance_zero, self.drop_thin,
-            self.min_instance_pixels, self.box_max_exclusive,
+            self.min_instance_pixels, self.box_max_exclusive, self.label_space,
         )  # fmt: skip

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..config.data import DataConfig
 from ..errors import DataError
+from ..label_space import CITYSCAPES, SEMKITTI, LabelSpace
 from .augment import Augmentation
 from .base import FrameDataset, Problem, Record, raise_problems
 
@@ -44,24 +45,58 @@ def dataset_class(name: str) -> type[FrameDataset]:
     return getattr(_reader(name), _READERS[name][1])
 
 
-def build_dataset(data_cfg: DataConfig, split: str, train: bool) -> FrameDataset:
+def dataset_label_space(data_cfg: DataConfig) -> LabelSpace:
+    """The label space of the dataset's files: SemKITTI for semkitti-dps, the classes.yaml of a
+    custom dataset, Cityscapes for the Cityscapes formats and the synthetic scenes."""
+    if data_cfg.dataset == "semkitti-dps":
+        return SEMKITTI
+    if data_cfg.dataset == "custom":
+        from .custom import load_label_space
+
+        if not data_cfg.root and not data_cfg.classes_file:
+            raise DataError("data.root is empty: a custom dataset needs its folder (data.root=DIR)")
+        return load_label_space(data_cfg.root, data_cfg.classes_file or None)
+    _reader(data_cfg.dataset)  # an unknown name is a DataError
+    return CITYSCAPES
+
+
+def check_label_space(
+    expected: LabelSpace, data_space: LabelSpace, model_source: str, data_cfg: DataConfig
+) -> None:
+    """A model trained in one label space cannot be trained further or scored on data in another."""
+    if not expected.same_classes(data_space):
+        where = data_cfg.classes_file or data_cfg.root
+        raise DataError(
+            f"{model_source}: the model's label space {expected.describe()} differs from the data's "
+            f"({where}, {data_cfg.dataset}): {data_space.describe()}"
+        )
+
+
+def build_dataset(
+    data_cfg: DataConfig,
+    split: str,
+    train: bool,
+    label_space: LabelSpace | None = None,
+    source: str = "model",
+) -> FrameDataset:
     """Map-style dataset of Samples for `split`; training applies `data_cfg.augmentation`.
 
-    `split` is a split folder name (e.g. `data_cfg.train_split`). Raises DataError when files are
-    missing or do not pair up.
+    `split` is a split folder name (e.g. `data_cfg.train_split`). `label_space`: the model's; the
+    data's own must equal it (`source` names the model's config in the error). Raises DataError
+    when files are missing or do not pair up.
     """
+    space = dataset_label_space(data_cfg)
+    if label_space is not None:
+        check_label_space(label_space, space, source, data_cfg)
     records, problems = discover_records(data_cfg, split)
     raise_problems(problems)
     if not records:
         raise DataError(f"{data_cfg.root}: no frames found for split '{split}'")
     aug = Augmentation(data_cfg.augmentation) if train and data_cfg.augmentation.enabled else None
     cls = dataset_class(data_cfg.dataset)
-    kwargs: dict[str, Any] = {}
-    if data_cfg.dataset == "custom":
-        from .custom import load_class_table
-
-        kwargs["class_table"] = load_class_table(data_cfg.root, data_cfg.classes_file or None)
-    ds = cls(records, aug, seed=data_cfg.seed, min_instance_pixels=data_cfg.min_instance_pixels, **kwargs)
+    ds = cls(
+        records, aug, seed=data_cfg.seed, min_instance_pixels=data_cfg.min_instance_pixels, label_space=space
+    )
     log.info("%s %s: %d frames (augmentation %s)", data_cfg.dataset, split, len(ds), "on" if aug else "off")
     return ds
 

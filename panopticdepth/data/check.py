@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config.data import DataConfig
 from ..errors import DataError
+from ..label_space import LabelSpace
 from ..utils.progress import progress
 from .base import Problem, Record, SplitNotFound
 
@@ -41,42 +42,35 @@ def detect_dataset(root: str | os.PathLike) -> str:
     raise DataError(f"{root}: cannot tell the dataset format; pass --dataset")
 
 
-def _load(name: str, record: Record, table=None) -> None:
+def _load(name: str, record: Record, space: LabelSpace) -> None:
     if name in ("cityscapes-dps", "synthetic"):
         from .cityscapes_dps import load_frame
-
-        load_frame(record)
     elif name == "semkitti-dps":
         from .semkitti_dps import load_frame
-
-        load_frame(record)
     elif name == "cityscapes-panoptic":
         from .cityscapes_panoptic import load_frame
 
-        load_frame(record)
+        load_frame(record)  # category ids are checked against the Cityscapes label ids
+        return
     else:
         from .custom import load_frame
-
-        load_frame(record, table)
+    load_frame(record, space)
 
 
 def check_dataset(
     root: str | os.PathLike, dataset: str | None = None, splits: list[str] | None = None
 ) -> tuple[dict[str, int], list[Problem]]:
     """Validate `root`; returns ({split: number of frames}, problems). Splits default to the ones present."""
-    from .build import discover_records
+    from .build import dataset_label_space, discover_records
 
     name = dataset or detect_dataset(root)
     cfg = DataConfig(dataset=name, root=str(root))
     problems: list[Problem] = []
-    table = None
-    if name == "custom":
-        from .custom import load_class_table
-
-        try:
-            table = load_class_table(root)
-        except DataError as err:
-            return {}, [Problem(str(Path(root) / "classes.yaml"), str(err).split(": ", 1)[-1])]
+    try:
+        space = dataset_label_space(cfg)
+    except DataError as err:
+        path, _, msg = str(err).partition(": ")
+        return {}, [Problem(path, msg)]
     counts: dict[str, int] = {}
     seen: set = set()
     for split in splits or DEFAULT_SPLITS:
@@ -99,7 +93,7 @@ def check_dataset(
         counts[split] = len(records)
         for rec in progress(records, desc=f"check {split}", unit="img"):
             try:
-                _load(name, rec, table)
+                _load(name, rec, space)
             except DataError as err:
                 path, _, msg = str(err).partition(": ")
                 problems.append(Problem(path, msg))

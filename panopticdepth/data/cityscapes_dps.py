@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.formats import read_depth, read_image_rgb, read_panoptic_ids
+from ..label_space import CITYSCAPES, LabelSpace
 from .base import (
     FrameDataset,
     Problem,
@@ -83,7 +84,9 @@ def discover(
     return pair_by_prefix(split_dir, SUFFIXES, anchor="image")
 
 
-def load_frame(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def load_frame(
+    record: Record, label_space: LabelSpace = CITYSCAPES
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     """Read and validate one frame; raises DataError naming the file."""
     image = read_image_rgb(record.files["image"])
     expected = record.meta.get("expected_size")
@@ -94,7 +97,7 @@ def load_frame(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict
         )
     panoptic = read_panoptic_ids(record.files["panoptic"]).astype(np.int64)
     check_same_size(image, panoptic, record.files["panoptic"], "panoptic label")
-    check_panoptic_ids(panoptic, record.files["panoptic"])
+    check_panoptic_ids(panoptic, record.files["panoptic"], label_space)
     depth = read_depth(record.files["depth"])
     check_same_size(image, depth, record.files["depth"], "depth map")
     meta = {k: v for k, v in record.meta.items() if k != "expected_size"}
@@ -106,4 +109,4 @@ class CityscapesDPSDataset(FrameDataset):
     """Cityscapes-DVPS frames (also what `panopticdepth synth` writes)."""
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-        return load_frame(self.records[index])
+        return load_frame(self.records[index], self.label_space)

@@ -19,8 +19,9 @@ import numpy as np
 
 from ..errors import DataError
 from ..io.formats import LABEL_DIVISOR, VOID_ID, read_image_rgb, read_segment_rgb
+from ..label_space import CITYSCAPES
 from .base import FrameDataset, Problem, Record, SplitNotFound, check_same_size
-from .classes import CITYSCAPES_ID_TO_TRAIN_ID, FIRST_THING_ID, NUM_CLASSES
+from .classes import CITYSCAPES_ID_TO_TRAIN_ID
 
 
 def _find_root(root: Path, split: str) -> Path:
@@ -104,9 +105,9 @@ def segments_to_panoptic(
                 f"{path}: segment {seg.get('id')} has category id {cat}, not a Cityscapes label id"
             )
         train = CITYSCAPES_ID_TO_TRAIN_ID[cat]
-        if train >= NUM_CLASSES:
+        if train >= CITYSCAPES.num_classes:
             by_id[int(seg["id"])] = VOID_ID
-        elif train >= FIRST_THING_ID and not seg.get("iscrowd", 0):
+        elif train >= CITYSCAPES.first_thing_id and not seg.get("iscrowd", 0):
             counters[train] = counters.get(train, 0) + 1
             if counters[train] >= LABEL_DIVISOR:
                 raise DataError(f"{path}: more than {LABEL_DIVISOR - 1} instances of class {train}")

@@ -5,14 +5,13 @@
     ROOT/<split>/panoptic/<name>.png     uint16, value = class_id * 1000 + instance (VOID 32000)
     ROOT/<split>/depth/<name>.png        uint16, metres * 256, 0 = invalid (folder optional)
 
-`classes.yaml` maps each class id of the files to a library train id (stuff 0..10, things 11..18,
-255 = ignore), so a custom dataset trains the same 19-class model.
+`classes.yaml` defines the dataset's own label space (`label_space.py`): any number of thing and
+stuff classes in any order; the model trains one channel per class (stuff first, then things).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,26 +20,20 @@ import yaml
 
 from ..errors import DataError
 from ..io.formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID, read_depth, read_image_rgb, read_panoptic_ids
+from ..label_space import LabelSpace, LabelSpaceError, build_label_space
 from .base import FrameDataset, Problem, Record, SplitNotFound, check_same_size, sequence_fields
-from .classes import FIRST_THING_ID, NUM_CLASSES
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 MAX_CLASS_ID = 65535 // LABEL_DIVISOR
 
 
-@dataclass
-class ClassTable:
-    """File class id -> library train id (255 = ignore); names and colours for display."""
-
-    to_train: np.ndarray  # (MAX_CLASS_ID + 1,) int64, -1 = not in the table
-    names: dict[int, str]
-    void_class: int  # class id of VOID in the files (32 for 32000)
-    path: Path
+def classes_path(root: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    return Path(path) if path else Path(root) / "classes.yaml"
 
 
-def load_class_table(root: str | os.PathLike, path: str | os.PathLike | None = None) -> ClassTable:
-    """Parse and validate `classes.yaml` (see docs/custom_dataset.md)."""
-    path = Path(path) if path else Path(root) / "classes.yaml"
+def load_label_space(root: str | os.PathLike, path: str | os.PathLike | None = None) -> LabelSpace:
+    """Parse and validate `classes.yaml` (see docs/custom_dataset.md); errors name the file."""
+    path = classes_path(root, path)
     if not path.is_file():
         raise DataError(f"{path}: class-definition YAML not found (see docs/custom_dataset.md)")
     try:
@@ -49,29 +42,25 @@ def load_class_table(root: str | os.PathLike, path: str | os.PathLike | None = N
         raise DataError(f"{path}: unreadable YAML ({err})") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("classes"), list) or not doc["classes"]:
         raise DataError(f"{path}: needs a non-empty 'classes' list")
-    to_train = np.full(MAX_CLASS_ID + 1, -1, dtype=np.int64)
-    names = {}
-    void_id = int(doc.get("void_id", VOID_ID))
-    if void_id % LABEL_DIVISOR:
-        raise DataError(f"{path}: void_id must be a multiple of {LABEL_DIVISOR} (got {void_id})")
+    void_id = doc.get("void_id", VOID_ID)
+    if not isinstance(void_id, int) or void_id % LABEL_DIVISOR or not 0 <= void_id <= 65535:
+        raise DataError(
+            f"{path}: void_id must be a multiple of {LABEL_DIVISOR} in 0..65535 (got {void_id!r})"
+        )
     for i, c in enumerate(doc["classes"]):
-        if not isinstance(c, dict) or "id" not in c or "name" not in c:
-            raise DataError(f"{path}: class entry {i} needs 'id' and 'name'")
-        cid, train, thing = int(c["id"]), int(c.get("train_id", c["id"])), bool(c.get("thing", False))
-        if not 0 <= cid <= MAX_CLASS_ID or to_train[cid] != -1 or cid == void_id // LABEL_DIVISOR:
-            raise DataError(f"{path}: class '{c['name']}': id {cid} is out of range, repeated or the void id")
-        if train != IGNORE_LABEL:
-            ok = FIRST_THING_ID <= train < NUM_CLASSES if thing else 0 <= train < FIRST_THING_ID
-            if not ok:
-                kind = (
-                    f"things need {FIRST_THING_ID}..{NUM_CLASSES - 1}"
-                    if thing
-                    else f"stuff needs 0..{FIRST_THING_ID - 1}"
-                )
-                raise DataError(f"{path}: class '{c['name']}': train_id {train} invalid ({kind}, or 255)")
-        to_train[cid] = train
-        names[cid] = str(c["name"])
-    return ClassTable(to_train, names, void_id // LABEL_DIVISOR, path)
+        cid = c.get("id") if isinstance(c, dict) else None
+        if isinstance(cid, int) and not 0 <= cid <= MAX_CLASS_ID:
+            raise DataError(f"{path}: class entry {i}: id {cid} is outside 0..{MAX_CLASS_ID}")
+    try:
+        return build_label_space(
+            str(doc.get("name") or Path(path).parent.name or "custom"),
+            list(doc["classes"]),
+            void_id=void_id // LABEL_DIVISOR,
+            protocol=str(doc.get("protocol", "cityscapes-dps")),
+            source=str(path),
+        )
+    except LabelSpaceError as err:
+        raise DataError(str(err)) from None
 
 
 def discover(root: str | os.PathLike, split: str) -> tuple[list[Record], list[Problem]]:
@@ -103,28 +92,28 @@ def discover(root: str | os.PathLike, split: str) -> tuple[list[Record], list[Pr
     return records, problems
 
 
-def map_panoptic(ids_hw: np.ndarray, table: ClassTable, path: Path | str) -> np.ndarray:
-    """File ids (class_id*1000 + instance) -> library ids; unknown class ids are a DataError."""
-    cls = ids_hw // LABEL_DIVISOR
-    train = table.to_train[cls]
-    void = cls == table.void_class
-    bad = (train < 0) & ~void
-    if bad.any():
-        raise DataError(
-            f"{path}: ids outside the class table {table.path.name}: {np.unique(ids_hw[bad])[:5].tolist()}"
-        )
-    thing = train >= FIRST_THING_ID
+def map_panoptic(ids_hw: np.ndarray, label_space: LabelSpace, path: Path | str) -> np.ndarray:
+    """File ids (class_id*1000 + instance) -> internal ids; class ids outside the label space are a
+    DataError naming the file."""
+    try:
+        train = label_space.to_train_ids(ids_hw // LABEL_DIVISOR, str(path))
+    except LabelSpaceError as err:
+        known = label_space.id_to_train
+        cls = ids_hw // LABEL_DIVISOR
+        bad = (cls >= len(known)) | (known[np.clip(cls, 0, len(known) - 1)] < 0)
+        raise DataError(f"{err}; panoptic ids e.g. {np.unique(ids_hw[bad])[:5].tolist()}") from None
+    thing = (train >= label_space.first_thing_id) & (train != IGNORE_LABEL)
     out = np.where(thing, train * LABEL_DIVISOR + ids_hw % LABEL_DIVISOR, train * LABEL_DIVISOR)
-    return np.where(void | (train == IGNORE_LABEL), VOID_ID, out)
+    return np.where(train == IGNORE_LABEL, VOID_ID, out)
 
 
 def load_frame(
-    record: Record, table: ClassTable
+    record: Record, label_space: LabelSpace
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     image = read_image_rgb(record.files["image"])
     ids = read_panoptic_ids(record.files["panoptic"]).astype(np.int64)
     check_same_size(image, ids, record.files["panoptic"], "panoptic label")
-    panoptic = map_panoptic(ids, table, record.files["panoptic"])
+    panoptic = map_panoptic(ids, label_space, record.files["panoptic"])
     depth = None
     if "depth" in record.files:
         depth = read_depth(record.files["depth"])
@@ -133,16 +122,16 @@ def load_frame(
 
 
 class CustomDataset(FrameDataset):
-    """Custom folder dataset; `depth` is None when the split has no depth folder."""
+    """Custom folder dataset; `depth` is None when the split has no depth folder. Needs the label
+    space of its classes.yaml (`load_label_space`)."""
 
     drop_thin = True
 
     def __init__(self, records: list[Record], augmentation=None, seed: int = 0, min_instance_pixels: int = 0,
-                 class_table: ClassTable | None = None):  # fmt: skip
-        super().__init__(records, augmentation, seed, min_instance_pixels)
-        if class_table is None:
-            raise DataError("custom dataset needs its class table (classes.yaml)")
-        self.class_table = class_table
+                 label_space: LabelSpace | None = None):  # fmt: skip
+        if label_space is None:
+            raise DataError("custom dataset needs its label space (classes.yaml)")
+        super().__init__(records, augmentation, seed, min_instance_pixels, label_space)
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-        return load_frame(self.records[index], self.class_table)
+        return load_frame(self.records[index], self.label_space)

@@ -12,13 +12,13 @@ import numpy as np
 import torch
 
 from ..io.formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID
-from .classes import FIRST_THING_ID, NUM_CLASSES
+from ..label_space import CITYSCAPES, LabelSpace
 
 
-def semantic_from_panoptic(panoptic_hw: np.ndarray) -> np.ndarray:
-    """Train id per pixel; classes outside 0..18 (VOID 32000 included) -> 255 (Cityscapes-DVPS convention)."""
+def semantic_from_panoptic(panoptic_hw: np.ndarray, num_classes: int = CITYSCAPES.num_classes) -> np.ndarray:
+    """Train id per pixel; classes outside 0..num_classes-1 (VOID included) -> 255 (ignored)."""
     sem = panoptic_hw // LABEL_DIVISOR
-    return np.where((sem >= 0) & (sem < NUM_CLASSES), sem, IGNORE_LABEL).astype(np.int64)
+    return np.where((sem >= 0) & (sem < num_classes), sem, IGNORE_LABEL).astype(np.int64)
 
 
 def boxes_from_masks(masks_nhw: torch.Tensor, max_exclusive: bool = False) -> torch.Tensor:
@@ -47,9 +47,14 @@ def boxes_from_masks(masks_nhw: torch.Tensor, max_exclusive: bool = False) -> to
 
 
 def instances_from_panoptic(
-    panoptic_hw: np.ndarray, crowd_instance_zero: bool = False, drop_thin: bool = True, min_pixels: int = 0
+    panoptic_hw: np.ndarray,
+    crowd_instance_zero: bool = False,
+    drop_thin: bool = True,
+    min_pixels: int = 0,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Thing segments of a panoptic map -> (ids (N,), masks (N,H,W) bool, classes (N,) 0..7).
+    """Thing segments of a panoptic map -> (ids (N,), masks (N,H,W) bool, thing index (N,)
+    = train id - first thing train id).
 
     `crowd_instance_zero`: a thing pixel with instance 0 is a crowd region (Cityscapes panoptic
     `iscrowd` segment) and yields no instance. In Cityscapes-DVPS it is an ordinary instance.
@@ -58,7 +63,8 @@ def instances_from_panoptic(
     """
     ids = np.unique(panoptic_hw)
     cls = ids // LABEL_DIVISOR
-    keep = (cls >= FIRST_THING_ID) & (cls < NUM_CLASSES)
+    first_thing = label_space.first_thing_id
+    keep = (cls >= first_thing) & (cls < label_space.num_classes)
     if crowd_instance_zero:
         keep &= ids % LABEL_DIVISOR != 0
     ids = ids[keep]
@@ -76,7 +82,7 @@ def instances_from_panoptic(
     if min_pixels > 0:
         big = masks_nhw.sum(axis=(1, 2)) >= min_pixels
         ids, masks_nhw = ids[big], masks_nhw[big]
-    classes = (ids // LABEL_DIVISOR - FIRST_THING_ID).astype(np.int64)
+    classes = (ids // LABEL_DIVISOR - first_thing).astype(np.int64)
     return ids.astype(np.int64), masks_nhw, classes
 
 
@@ -89,6 +95,7 @@ def make_sample(
     drop_thin: bool = True,
     min_pixels: int = 0,
     box_max_exclusive: bool = False,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> dict[str, Any]:
     """Numpy arrays -> the Sample dict with torch tensors.
 
@@ -96,14 +103,16 @@ def make_sample(
     the instance scale sqrt(box area) that assigns an instance to FPN levels.
     """
     panoptic_hw = np.asarray(panoptic_hw, dtype=np.int64)
-    _, masks_nhw, classes = instances_from_panoptic(panoptic_hw, crowd_instance_zero, drop_thin, min_pixels)
+    _, masks_nhw, classes = instances_from_panoptic(
+        panoptic_hw, crowd_instance_zero, drop_thin, min_pixels, label_space
+    )
     boxes = boxes_from_masks(torch.from_numpy(np.ascontiguousarray(masks_nhw)), box_max_exclusive).numpy()
     h, w = panoptic_hw.shape
     meta = dict(meta)
     meta["height"], meta["width"] = int(h), int(w)
     return {
         "image": torch.from_numpy(np.ascontiguousarray(image_hw3.transpose(2, 0, 1))),
-        "semantic": torch.from_numpy(semantic_from_panoptic(panoptic_hw)),
+        "semantic": torch.from_numpy(semantic_from_panoptic(panoptic_hw, label_space.num_classes)),
         "panoptic": torch.from_numpy(panoptic_hw),
         "instance_masks": torch.from_numpy(np.ascontiguousarray(masks_nhw)),
         "instance_classes": torch.from_numpy(classes),

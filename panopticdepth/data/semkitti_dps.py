@@ -3,8 +3,8 @@
 Per frame in `video_sequence/{split}/`: `<prefix>_leftImg8bit.png`, `<prefix>_gtFine_class.png`
 (8-bit SemKITTI class 0..18, 255 = void), `<prefix>_gtFine_instance.png` (16-bit instance id,
 0 for stuff/void) and `<prefix>_depth_<focal>.png` (16-bit metres*256, 0 = no LiDAR point).
-Classes are mapped into the library's label space (stuff 0..10, things 11..18, see
-`classes.SEMKITTI_TO_LIBRARY`); labels are sparse, so most pixels are VOID / ignore.
+Classes are mapped to the train ids of the SemKITTI label space (`label_space.SEMKITTI`); labels are
+sparse (LiDAR points projected into the image), so most pixels are void and ignored by training.
 An optional index JSON `video_sequence/dvps_semkitti_{split}.json` lists objects with the keys
 `image`, `class`, `instance`, `depth` (basenames).
 """
@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
-from ..io.formats import LABEL_DIVISOR, VOID_ID, read_depth, read_image_rgb, read_label_png
+from ..io.formats import IGNORE_LABEL, LABEL_DIVISOR, VOID_ID, read_depth, read_image_rgb, read_label_png
+from ..label_space import SEMKITTI, LabelSpace, LabelSpaceError
 from .base import (
     FrameDataset,
     Problem,
@@ -29,7 +30,6 @@ from .base import (
     read_index_json,
     sequence_fields,
 )
-from .classes import FIRST_THING_ID, SEMKITTI_TO_LIBRARY
 
 LAYOUTS = ["semkitti-dvps/video_sequence", "video_sequence"]
 SUFFIXES = {
@@ -82,16 +82,15 @@ def discover(
     return records, problems
 
 
-def semkitti_panoptic(cls_hw: np.ndarray, inst_hw: np.ndarray, path: Path | str) -> np.ndarray:
-    """SemKITTI class/instance maps -> library panoptic ids (train_id*1000 + instance, VOID 32000)."""
-    bad = (cls_hw > 18) & (cls_hw != 255)
-    if bad.any():
-        raise DataError(
-            f"{path}: class ids outside the SemKITTI table (0..18, 255 = void): "
-            f"{np.unique(cls_hw[bad])[:5].tolist()}"
-        )
-    train = SEMKITTI_TO_LIBRARY[cls_hw]
-    thing = (train >= FIRST_THING_ID) & (train < 255)
+def semkitti_panoptic(
+    cls_hw: np.ndarray, inst_hw: np.ndarray, path: Path | str, label_space: LabelSpace = SEMKITTI
+) -> np.ndarray:
+    """SemKITTI class/instance maps -> internal panoptic ids (train_id*1000 + instance, VOID_ID)."""
+    try:
+        train = label_space.to_train_ids(cls_hw, str(path))
+    except LabelSpaceError as err:
+        raise DataError(f"{err}; SemKITTI-DVPS class maps hold 0..18 and 255 = void") from None
+    thing = (train >= label_space.first_thing_id) & (train < label_space.num_classes)
     inst = np.where(thing, inst_hw, 0).astype(np.int64)
     if inst.max(initial=0) >= LABEL_DIVISOR:  # renumber 1..n (the label id keeps only 3 digits)
         uniq, inv = np.unique(inst, return_inverse=True)
@@ -99,16 +98,18 @@ def semkitti_panoptic(cls_hw: np.ndarray, inst_hw: np.ndarray, path: Path | str)
             raise DataError(f"{path}: more than {LABEL_DIVISOR - 1} instances in one frame")
         ranks = np.arange(len(uniq)) + (0 if uniq[0] == 0 else 1)
         inst = ranks[inv.reshape(inst.shape)]
-    return np.where(train == 255, VOID_ID, train * LABEL_DIVISOR + inst)
+    return np.where(train == IGNORE_LABEL, VOID_ID, train * LABEL_DIVISOR + inst)
 
 
-def load_frame(record: Record) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+def load_frame(
+    record: Record, label_space: LabelSpace = SEMKITTI
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
     image = read_image_rgb(record.files["image"])
     cls = read_label_png(record.files["class"], "class map", bits=8)
     check_same_size(image, cls, record.files["class"], "class map")
     inst = read_label_png(record.files["instance"], "instance map", bits=None)
     check_same_size(image, inst, record.files["instance"], "instance map")
-    panoptic = semkitti_panoptic(cls, inst, record.files["class"])
+    panoptic = semkitti_panoptic(cls, inst, record.files["class"], label_space)
     depth = read_depth(record.files["depth"])
     check_same_size(image, depth, record.files["depth"], "depth map")
     return image, panoptic, depth, {**record.meta, "image_id": record.image_id}
@@ -120,6 +121,7 @@ class SemKITTIDPSDataset(FrameDataset):
 
     crowd_instance_zero = True
     drop_thin = False
+    default_label_space = SEMKITTI
 
     def load_arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
-        return load_frame(self.records[index])
+        return load_frame(self.records[index], self.label_space)

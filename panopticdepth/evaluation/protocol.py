@@ -8,9 +8,12 @@ void category, the depth-failed category, the PQ epsilon, the thing/stuff split 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+import numpy as np
 
 from ..class_names import CITYSCAPES_CLASS_NAMES, SEMKITTI_CLASS_NAMES
+from ..label_space import LabelSpace, LabelSpaceError
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,44 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         raise ValueError(f"unknown DPQ protocol {name!r}; choose from {sorted(PROTOCOLS)}") from None
+
+
+def protocol_for(space: LabelSpace) -> Protocol:
+    """The evaluator conventions for data in `space`, sized to its classes.
+
+    SemKITTI-protocol data is scored in its dataset ids (what `predict --format semkitti` writes);
+    every other label space in train ids with the Cityscapes-DPS conventions, where the internal
+    encoding (train id * 1000 + instance, void 32000) is the official Cityscapes-DPS one.
+    """
+    if space.protocol == "semkitti-dps":
+        ids = sorted(c.id for c in space.classes)
+        if ids != list(range(space.num_classes)):
+            raise LabelSpaceError(f"label space '{space.name}': the SemKITTI protocol needs class ids 0..N-1")
+        by_id = {c.id: c for c in space.classes}
+        return replace(
+            SEMKITTI_DPS,
+            num_classes=space.num_classes,
+            thing_classes=tuple(i for i in ids if by_id[i].thing),
+            class_names=tuple(by_id[i].name for i in ids),
+            void_category=space.void_id,
+            depth_failed_category=space.num_classes
+            if space.num_classes != space.void_id
+            else space.void_id + 1,
+        )
+    return replace(
+        CITYSCAPES_DPS,
+        num_classes=space.num_classes,
+        thing_classes=space.thing_train_ids,
+        class_names=space.names,
+        depth_failed_category=space.num_classes,
+    )
+
+
+def protocol_ids(space: LabelSpace, panoptic_hw: np.ndarray) -> np.ndarray:
+    """Internal panoptic ids (samples, model outputs) -> the ids `protocol_for(space)` scores."""
+    if space.protocol == "semkitti-dps":
+        return space.panoptic_to_dataset(panoptic_hw, SEMKITTI_DPS.label_divisor)
+    return np.asarray(panoptic_hw)
 
 
 def lambda_key(lam: float) -> str:

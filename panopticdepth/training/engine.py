@@ -26,7 +26,9 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, save_config
+from ..config.labels import apply_label_space, configured_label_space
 from ..errors import PanopticDepthError
+from ..label_space import LabelSpace
 from ..modeling.kernel_projection import KernelProjection, kernel_projection_of
 from ..utils.files import atomic_write_text
 from ..utils.progress import progress
@@ -193,6 +195,7 @@ class Trainer:
         self.checkpointer = Checkpointer(self.output_dir, cfg.train.keep_checkpoints)
         self.accumulation_steps, self.micro_batch = split_batch(cfg, self.info.world_size)
         configure_backends(cfg.train, self.info.device)
+        self.label_space = self._settle_label_space()
         # Same initial weights on every rank (DDP also broadcasts rank 0's at wrap time).
         seed_all(cfg.train.seed)
         self.model = self._build_model(model, weights)
@@ -217,6 +220,21 @@ class Trainer:
             self._resume()
 
     # ----------------------------------------------------------------------------------- set-up
+    def _settle_label_space(self) -> LabelSpace:
+        """Train in the config's label space when it names one (a resumed run, a model folder's
+        config), else in the training data's own; the two must agree. The model's class counts
+        and the `labels` section written to config.yaml follow from it (docs/label_spaces.md)."""
+        from ..data.build import check_label_space, dataset_label_space
+
+        configured = configured_label_space(self.cfg.labels, "config")
+        data_space = getattr(self._train_dataset, "label_space", None) or dataset_label_space(self.cfg.data)
+        if configured is not None:
+            check_label_space(configured, data_space, "config 'labels'", self.cfg.data)
+        space = configured or data_space
+        apply_label_space(self.cfg, space)
+        log.info("label space %s", space.describe())
+        return space
+
     def _build_model(self, model: nn.Module | None, weights: str | os.PathLike | None) -> nn.Module:
         if model is None:
             from ..modeling import build_model

@@ -81,7 +81,12 @@ def position_losses(outputs: HeadOutputs, targets: Targets, cfg: Config) -> tupl
     for level, tgt in zip(outputs.levels, targets.levels):
         th.append(focal_loss(level.center_logits, tgt.center, lc.focal_alpha, lc.focal_gamma).sum())
         per_class = focal_loss(level.region_logits, tgt.stuff_scores, lc.focal_alpha, lc.focal_gamma)
-        st.append(per_class.flatten(2).mean(-1).sum())
+        if tgt.labeled is None:
+            st.append(per_class.flatten(2).mean(-1).sum())
+        else:  # sparse labels: the mean over the labelled positions (docs/label_spaces.md#sparse-labels)
+            weight = tgt.labeled.flatten(2)  # (B, 1, h*w)
+            per_image = (per_class.flatten(2) * weight).sum(-1) / weight.sum(-1).clamp(min=1)
+            st.append(per_image.sum())
     n_th = max(targets.num_things, 1)
     b = max(targets.batch_size, 1)
     return lc.position_thing * sum(th) / n_th, lc.position_stuff * sum(st) / b
@@ -124,12 +129,17 @@ class SlotIndex:
 
 
 def thing_segment_loss(
-    things: ThingKernels, logits_bnpk: torch.Tensor, cfg: Config, index: torch.Tensor | None = None
+    things: ThingKernels,
+    logits_bnpk: torch.Tensor,
+    cfg: Config,
+    index: torch.Tensor | None = None,
+    labeled_bk: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Weighted dice over the P positives / max(N_th, 1); exact graph-connected 0 if N_th = 0.
 
     `index`: flat positions of the valid slots (`SlotIndex.things`); without it they are found
-    from `things.valid` (one host wait).
+    from `things.valid` (one host wait). `labeled_bk`: (B, K) 0/1, sparse labels: the dice sees
+    only labelled pixels.
     """
     b, n, p, k = logits_bnpk.shape
     if index is None:
@@ -139,6 +149,9 @@ def thing_segment_loss(
         return graph_zero(logits_bnpk, things.weights)
     probs = logits_bnpk.reshape(b * n, p, k).index_select(0, index).sigmoid()  # (n_th, P, K)
     target = things.masks.reshape(b * n, -1).index_select(0, index)  # (n_th, K)
+    if labeled_bk is not None:
+        keep = labeled_bk.index_select(0, torch.div(index, n, rounding_mode="floor"))  # (n_th, K)
+        probs, target = probs * keep.unsqueeze(1), target * keep
     weights = things.weights.reshape(b * n, p).index_select(0, index)
     weights = weights / weights.sum(-1, keepdim=True).clamp(min=DICE_EPS)
     dice = dice_loss(probs, target.unsqueeze(1).expand_as(probs))
@@ -146,9 +159,14 @@ def thing_segment_loss(
 
 
 def stuff_segment_loss(
-    stuff: StuffKernels, embedding_bchw: torch.Tensor, cfg: Config, index: torch.Tensor | None = None
+    stuff: StuffKernels,
+    embedding_bchw: torch.Tensor,
+    cfg: Config,
+    index: torch.Tensor | None = None,
+    labeled_bk: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dice of every present (image, level, class) entry / max(N_st, 1); `index` as for things."""
+    """Dice of every present (image, level, class) entry / max(N_st, 1); `index` and `labeled_bk`
+    as for things."""
     b, s, c = stuff.kernels.shape
     logits = torch.bmm(stuff.kernels, embedding_bchw.reshape(b, c, -1))  # (B, S, K)
     if index is None:
@@ -157,7 +175,11 @@ def stuff_segment_loss(
     if n_st == 0:
         return graph_zero(logits)
     probs = logits.reshape(b * s, -1).index_select(0, index).sigmoid()
-    dice = dice_loss(probs, stuff.labels.reshape(b * s, -1).index_select(0, index))
+    target = stuff.labels.reshape(b * s, -1).index_select(0, index)
+    if labeled_bk is not None:
+        keep = labeled_bk.index_select(0, torch.div(index, s, rounding_mode="floor"))
+        probs, target = probs * keep, target * keep
+    dice = dice_loss(probs, target)
     return cfg.train.loss.segment * dice.sum() / max(n_st, 1)
 
 
@@ -343,11 +365,12 @@ def _compute_losses(
     stuff = gather_stuff_kernels(outputs, targets, projection)
     slots = SlotIndex.build(targets, things, stuff)
     logits = thing_mask_logits(things, outputs.mask_embedding)
+    labeled = None if targets.labeled is None else targets.labeled.flatten(1)  # (B, K)
     losses = {
         "loss_pos_th": loss_pos_th,
         "loss_pos_st": loss_pos_st,
-        "loss_seg_th": thing_segment_loss(things, logits, cfg, slots.things),
-        "loss_seg_st": stuff_segment_loss(stuff, outputs.mask_embedding, cfg, slots.stuff),
+        "loss_seg_th": thing_segment_loss(things, logits, cfg, slots.things, labeled),
+        "loss_seg_st": stuff_segment_loss(stuff, outputs.mask_embedding, cfg, slots.stuff, labeled),
     }
     if not cfg.model.depth.enabled:
         return losses

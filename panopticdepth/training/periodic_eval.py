@@ -21,14 +21,18 @@ log = logging.getLogger(__name__)
 
 
 def build_evaluator(cfg: Config) -> Any:
+    """The evaluator of the model's label space, with its official protocol (SemKITTI data is
+    scored in SemKITTI ids, docs/label_spaces.md#evaluation)."""
+    from ..config.labels import model_label_space
     from ..evaluation import DPSEvaluator
+    from ..evaluation.protocol import protocol_for
 
-    m = cfg.model
+    protocol = protocol_for(model_label_space(cfg))
     return DPSEvaluator(
-        num_classes=m.num_classes,
-        thing_ids=range(m.first_thing_id, m.num_classes),
+        num_classes=protocol.num_classes,
+        thing_ids=protocol.thing_classes,
         lambdas=tuple(cfg.eval.depth_thresholds),
-        dataset="semkitti-dps" if cfg.data.dataset == "semkitti-dps" else "cityscapes-dps",
+        dataset=protocol,
     )
 
 
@@ -40,11 +44,14 @@ def shard_indices(num_images: int, info: DistInfo) -> range:
 @torch.no_grad()
 def evaluate_shard(model: nn.Module, cfg: Config, dataset: Any, indices: range, evaluator: Any) -> None:
     """Post-process and score the images `indices` of `dataset` (batch 1, as the original)."""
+    from ..config.labels import model_label_space
+    from ..evaluation.protocol import protocol_ids
     from ..modeling.postprocess import postprocess
     from ..modeling.preprocess import preprocess
     from ..utils.progress import progress
 
     m = cfg.model
+    space = model_label_space(cfg)
     device = next(model.parameters()).device
     for i in progress(indices, desc="eval", leave=False):
         sample = dataset[i]
@@ -54,9 +61,9 @@ def evaluate_shard(model: nn.Module, cfg: Config, dataset: Any, indices: range, 
         pred_depth = result.depth.cpu().numpy() if (result.depth is not None and m.depth.enabled) else None
         gt_depth = sample.get("depth")
         evaluator.update(
-            result.panoptic.cpu().numpy(),
+            protocol_ids(space, result.panoptic.cpu().numpy()),
             pred_depth,
-            sample["panoptic"].cpu().numpy(),
+            protocol_ids(space, sample["panoptic"].cpu().numpy()),
             gt_depth.cpu().numpy() if gt_depth is not None else None,
         )
 

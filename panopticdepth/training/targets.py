@@ -47,6 +47,9 @@ class LevelTargets:
     thing_depth_mean: torch.Tensor | None = None  # (B, T) metres, 0 where no valid pixel
     thing_depth_min: torch.Tensor | None = None  # (B, T) metres, 0 where no valid pixel
     thing_depth_count: torch.Tensor | None = None  # (B, T) int64 number of valid pixels
+    # Sparse labels only (train.loss.labeled_pixels_only): (B, 1, h, w) 1 where the level sees a
+    # labelled pixel; the region loss averages over these positions only.
+    labeled: torch.Tensor | None = None
 
     @property
     def num_things(self) -> torch.Tensor:
@@ -70,6 +73,8 @@ class Targets:
     # Host copies of the slot counts [level][image]: assigned instances, present classes.
     thing_counts: list[list[int]] | None = None
     stuff_counts: list[list[int]] | None = None
+    # Sparse labels only: (B, 1, H4, W4) 1 where a labelled pixel falls (the dice losses' pixels).
+    labeled: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -220,7 +225,9 @@ def _path(sample: dict) -> str:
     return sample.get("meta", {}).get("image_path", "<unknown image>")
 
 
-def _image_things(sample: dict, stride: int, num_classes: int, device: torch.device) -> _ImageThings:
+def _image_things(
+    sample: dict, stride: int, num_classes: int, device: torch.device, labeled: torch.Tensor | None = None
+) -> _ImageThings:
     masks = sample.get("instance_masks")
     classes = sample.get("instance_classes")
     n_cls = 0 if classes is None else classes.numel()
@@ -236,6 +243,8 @@ def _image_things(sample: dict, stride: int, num_classes: int, device: torch.dev
         )  # fmt: skip
     masks = masks.to(device=device, dtype=torch.bool)
     soft = _bilinear_chunked(masks, (h4, w4))
+    if labeled is not None:
+        soft = _per_labeled(soft, labeled)
     # The dataset's box rule when it provides boxes ((min, max + 1) in the panoptic-segmentation
     # pipeline, docs/augmentation.md); otherwise the DVPS rule with inclusive maxima.
     given = sample.get("instance_boxes")
@@ -250,16 +259,36 @@ def _image_things(sample: dict, stride: int, num_classes: int, device: torch.dev
     return _ImageThings(soft, _mass_centers(soft), boxes, torch.sqrt(area), classes)
 
 
+def _labeled_fraction(sample: dict, ignore: int, stride: int, device) -> torch.Tensor:
+    """(1, h4, w4) bilinear 1/4-res share of labelled (not ignored) pixels (sparse labels)."""
+    sem = sample["semantic"].to(device=device, dtype=torch.int64)
+    return _bilinear_chunked((sem != ignore).unsqueeze(0), _downsampled_size(*sem.shape, stride))
+
+
+def _per_labeled(soft_nhw: torch.Tensor, labeled_1hw: torch.Tensor) -> torch.Tensor:
+    """Soft maps as shares of the labelled pixels instead of all pixels: unlabelled pixels count
+    neither for nor against a class (docs/label_spaces.md#sparse-labels)."""
+    return torch.where(labeled_1hw > 0, soft_nhw / labeled_1hw.clamp(min=1e-6), torch.zeros_like(soft_nhw))
+
+
+def _paste(small_chw: torch.Tensor, mask_size) -> torch.Tensor:
+    out = torch.zeros((small_chw.shape[0], *mask_size), device=small_chw.device)
+    out[:, : small_chw.shape[1], : small_chw.shape[2]] = small_chw[:, : mask_size[0], : mask_size[1]]
+    return out
+
+
 def _stuff_semantics(
-    sample: dict, num_classes: int, ignore: int, stride: int, mask_size, device
+    sample: dict, num_classes: int, ignore: int, stride: int, mask_size, device, labeled=None
 ) -> torch.Tensor:
     """One-hot (ignore and any id outside 0..C-1 -> all zero,
     docs/original_implementation.md#ignore-negatives), bilinear to 1/4 res,
-    pasted top-left -> (C, H4, W4)."""
+    pasted top-left -> (C, H4, W4). With `labeled` (sparse labels): shares of the labelled pixels."""
     sem = sample["semantic"].to(device=device, dtype=torch.int64)
     h4, w4 = _downsampled_size(*sem.shape, stride)
     classes = torch.arange(num_classes, device=device).view(-1, 1, 1)
     small = _bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4))
+    if labeled is not None:
+        small = _per_labeled(small, labeled)
     out = torch.zeros((num_classes, *mask_size), device=device)
     out[:, :h4, :w4] = small[:, : mask_size[0], : mask_size[1]]
     return out
@@ -318,11 +347,19 @@ def _assign_level(
     return heat, masks, classes, index
 
 
-def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float) -> torch.Tensor:
-    """Soft score map at the level (clamp <= 1, < threshold -> 0); present classes have a sum > 0."""
+def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float, labeled=None) -> torch.Tensor:
+    """Soft score map at the level (clamp <= 1, < threshold -> 0); present classes have a sum > 0.
+    With `labeled` ((1, H4, W4) 0/1, sparse labels) the resize averages over labelled pixels only."""
     scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
+    if labeled is not None:
+        scores = _per_labeled(scores, _resize_labeled(labeled, level_size))
     scores = scores.clamp(max=1.0)
     return torch.where(scores < threshold, torch.zeros_like(scores), scores)
+
+
+def _resize_labeled(labeled_1hw: torch.Tensor, size) -> torch.Tensor:
+    """(1, h, w) bilinear share of labelled 1/4-res positions at a level's size."""
+    return F.interpolate(labeled_1hw[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: torch.Tensor):
@@ -360,13 +397,17 @@ def build_targets(
         raise ValueError(f"{len(samples)} samples for a batch of {outputs.mask_embedding.shape[0]}")
     kth, ncls = mcfg.num_thing_classes, mcfg.num_classes
     with_depth = bool(mcfg.depth.enabled)
+    sparse = cfg.train.loss.labeled_pixels_only
     with torch.no_grad():
-        things, gt_sems, depths = [], [], []
+        things, gt_sems, depths, labeled = [], [], [], []
         for sample in samples:
-            things.append(_image_things(sample, tcfg.common_stride, kth, device))
+            lab = _labeled_fraction(sample, tcfg.ignore_value, tcfg.common_stride, device) if sparse else None
+            things.append(_image_things(sample, tcfg.common_stride, kth, device, lab))
             gt_sems.append(
-                _stuff_semantics(sample, ncls, tcfg.ignore_value, tcfg.common_stride, mask_size, device)
+                _stuff_semantics(sample, ncls, tcfg.ignore_value, tcfg.common_stride, mask_size, device, lab)
             )
+            if sparse:
+                labeled.append((_paste(lab, mask_size) > 0).float())
             if with_depth:
                 if sample.get("depth") is None:
                     raise DataError(
@@ -375,7 +416,11 @@ def build_targets(
                 depths.append(_depth_target(sample, tcfg.common_stride, mask_size, device))
         depth = torch.stack(depths) if with_depth else None
         scores = [
-            [_stuff_scores(s, lsize, tcfg.stuff_score_threshold) for s in gt_sems] for lsize in level_sizes
+            [
+                _stuff_scores(s, lsize, tcfg.stuff_score_threshold, labeled[b] if sparse else None)
+                for b, s in enumerate(gt_sems)
+            ]
+            for lsize in level_sizes
         ]
         plan = _plan_on_host(samples, things, scores, tcfg.instance_scales, kth)
         levels = []
@@ -386,6 +431,8 @@ def build_targets(
             ]
             stuff_l = [(scores[li][b], plan.present[li][b]) for b in range(len(samples))]
             levels.append(_stack_level(things_l, stuff_l, gt_sems, mask_size, lsize, tcfg, depth))
+            if sparse:
+                levels[-1].labeled = (_resize_labeled(torch.stack(labeled)[:, 0], lsize)[:, None] > 0).float()
     return Targets(
         levels=levels,
         depth=depth,
@@ -393,6 +440,7 @@ def build_targets(
         mask_size=mask_size,
         thing_counts=plan.thing_counts,
         stuff_counts=plan.stuff_counts,
+        labeled=torch.stack(labeled) if sparse else None,
     )
 
 

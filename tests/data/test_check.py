@@ -84,8 +84,8 @@ def test_ids_outside_class_table(synth_copy):
     ids[0, 0] = 20001  # train id 20 does not exist
     Image.fromarray(ids).save(path)
     prob = _one_problem(synth_copy)
-    assert prob.path == str(path) and "outside the class table" in prob.message and "20001" in prob.message
-    assert "outside the class table" in _reader_error(synth_copy)
+    assert prob.path == str(path) and "outside the label space" in prob.message and "20001" in prob.message
+    assert "outside the label space" in _reader_error(synth_copy)
 
 
 def test_depth_wrong_bit_depth(synth_copy):
@@ -157,7 +157,7 @@ def test_custom_bad_inputs(tmp_path):
     assert "panoptic/a.png" in text[1] and "9000" in text[1]
     (tmp_path / "classes.yaml").write_text("classes:\n  - {id: 2, name: car, train_id: 3, thing: true}\n")
     prob = _one_problem(tmp_path, "custom", "train")
-    assert "things need 11..18" in prob.message
+    assert "train ids must number the trained classes 0..0" in prob.message
 
 
 def test_16bit_grayscale_training_image_is_scaled(synth_copy, capsys):

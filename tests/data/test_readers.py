@@ -201,10 +201,10 @@ def test_cityscapes_panoptic_reader(tmp_path):
 def _custom_case(root, depth=True):
     (root / "classes.yaml").write_text(
         "classes:\n"
-        "  - {id: 0, name: road, train_id: 0}\n"
-        "  - {id: 1, name: grass, train_id: 9}\n"
-        "  - {id: 2, name: car, train_id: 13, thing: true}\n"
-        "  - {id: 3, name: junk, train_id: 255}\n"
+        "  - {id: 0, name: road}\n"
+        "  - {id: 2, name: car, thing: true}\n"
+        "  - {id: 1, name: grass}\n"
+        "  - {id: 3, name: junk, ignore: true}\n"
     )
     ids = np.zeros((5, 7), np.uint16)
     ids[1] = 1000
@@ -228,9 +228,12 @@ def test_custom_reader(tmp_path, with_depth):
     s = ds[0]
     _check_sample_contract(s, depth=with_depth)
     sem = s["semantic"].numpy()
-    assert (sem[0] == 0).all() and (sem[1] == 9).all() and (sem[2:4] == 13).all() and (sem[4] == 255).all()
+    # the dataset's own label space: stuff in list order (road 0, grass 1), then things (car 2)
+    assert (sem[0] == 0).all() and (sem[1] == 1).all() and (sem[2:4] == 2).all() and (sem[4] == 255).all()
     assert sorted(int(m.sum()) for m in s["instance_masks"]) == [6, 8]
-    assert (s["panoptic"].numpy()[ids == 2002] == 13002).all()
+    assert s["instance_classes"].tolist() == [0, 0]  # thing index of car
+    assert (s["panoptic"].numpy()[ids == 2002] == 2002).all()
+    assert ds.label_space.names == ("road", "grass", "car")
     if with_depth:
         assert (s["depth"].numpy() == 2.0).all()
 

@@ -59,7 +59,7 @@ def test_model_path(monkeypatch, tmp_path, swap, scale):
     samples = _samples()
     cfg = Config()
     monkeypatch.setattr(model_dir, "load_model_dir", lambda *a, **k: (None, cfg))
-    monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train: samples)
+    monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train, **kw: samples)
     monkeypatch.setattr(predictor, "Predictor", lambda model, c, **kw: _FakePredictor(samples, swap, scale))
     out = tmp_path / "r.json"
     assert main(["evaluate", "--weights", str(tmp_path), "--data", str(tmp_path), "--json", str(out)]) == 0

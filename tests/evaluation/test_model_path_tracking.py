@@ -60,7 +60,7 @@ def test_tracking_before_dvpq(monkeypatch, tmp_path, track):
         for i in range(N)
     ]
     monkeypatch.setattr(model_dir, "load_model_dir", lambda *a, **k: (None, Config()))
-    monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train: samples)
+    monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train, **kw: samples)
     monkeypatch.setattr(predictor, "Predictor", lambda model, c, **kw: _Predictor())
     out = tmp_path / "r.json"
     argv = [
