@@ -108,23 +108,25 @@ def lidar_mask(cam: Camera, depth: np.ndarray, rng: np.random.Generator) -> np.n
     A pixel holds laser k's point when the elevation of its surface point, seen from the scanner,
     lies within half a pixel row of laser k's elevation (half the angle the pixel's row spans).
     """
-    h, w = depth.shape
-    vv, uu = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
-    z = depth.astype(np.float64)
-    dx, dy, dz = _rays(cam, vv, uu)
+    kept = rng.random(depth.shape) >= DROPOUT  # drawn for every pixel: the stream ignores the scene
+    v, u = np.nonzero(depth > 0)  # sky and points beyond 80 m camera depth return nothing
+    v, u = v.astype(np.float64), u.astype(np.float64)
+    z = depth[depth > 0].astype(np.float64)
+    dx, dy, dz = _rays(cam, v, u)
     above = LIDAR_HEIGHT_M - cam.height_m
     px, py, pz = z * dx, z * dy - above, z * dz  # surface point relative to the scanner
     elev = np.arctan2(py, np.hypot(px, pz))
-    top, bottom = _rays(cam, vv - 0.5, uu), _rays(cam, vv + 0.5, uu)
+    top, bottom = _rays(cam, v - 0.5, u), _rays(cam, v + 0.5, u)
     half = 0.5 * np.abs(
         np.arctan2(top[1], np.hypot(top[0], top[2])) - np.arctan2(bottom[1], np.hypot(bottom[0], bottom[2]))
     )
     lasers = np.sort(np.deg2rad(LASER_ELEVATIONS_DEG))
     k = np.clip(np.searchsorted(lasers, elev), 1, len(lasers) - 1)
     gap = np.minimum(np.abs(elev - lasers[k - 1]), np.abs(lasers[k] - elev))
-    valid = (z > 0) & (np.sqrt(px**2 + py**2 + pz**2) <= LIDAR_MAX_RANGE)
-    kept = rng.random((h, w)) >= DROPOUT
-    return valid & (gap <= half) & kept
+    hit = (gap <= half) & (np.sqrt(px**2 + py**2 + pz**2) <= LIDAR_MAX_RANGE)
+    mask = np.zeros(depth.shape, bool)
+    mask[depth > 0] = hit
+    return mask & kept
 
 
 def to_semkitti(frame: Rendered, rng: np.random.Generator) -> SemKITTIFrame:
