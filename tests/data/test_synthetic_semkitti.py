@@ -101,7 +101,8 @@ def test_sparse_encodings(index):
 
 
 def test_class_table_and_riders(monkeypatch):
-    """Every Cityscapes class maps by name; riders on motorcycles become motorcyclists."""
+    """Every Cityscapes class maps by name; riders on motorcycles become motorcyclists; points on
+    tree trunks (below the crowns) become trunk."""
     table = sk.CITYSCAPES_TO_SEMKITTI_NAMES
     assert set(table) == set(CITYSCAPES_CLASS_NAMES)
     assert set(v for v in table.values() if v) <= set(SEMKITTI_CLASS_NAMES)
@@ -116,7 +117,13 @@ def test_class_table_and_riders(monkeypatch):
         for tid in np.unique(train[dense.depth > 0]).tolist():
             got = np.unique(f.semantic[(train == tid) & (dense.depth > 0)]).tolist()
             name = CITYSCAPES_CLASS_NAMES[tid]
-            if name != "rider":
+            if name == "vegetation" and 15 in got:
+                assert got == [14, 15]  # vegetation, trunk
+                trunk_rows = np.nonzero(f.semantic == 15)[0]
+                seen.add("trunk")
+                assert (f.semantic == 15).sum() < 0.5 * (f.semantic == 14).sum()
+                assert trunk_rows.mean() > np.nonzero(f.semantic == 14)[0].mean()  # below the crowns
+            elif name != "rider":
                 assert got == [SEMKITTI_CLASS_NAMES.index(table[name])], name
         for pid, vehicle in dense.scene.rides.items():
             m = (dense.panoptic == pid) & (dense.depth > 0)
@@ -124,9 +131,9 @@ def test_class_table_and_riders(monkeypatch):
                 rider = "motorcyclist" if CITYSCAPES_CLASS_NAMES[vehicle] == "motorcycle" else "bicyclist"
                 assert (f.semantic[m] == SEMKITTI_CLASS_NAMES.index(rider)).all()
                 seen.add(rider)
-        if seen == {"motorcyclist", "bicyclist"}:
+        if seen == {"motorcyclist", "bicyclist", "trunk"}:
             break
-    assert seen == {"motorcyclist", "bicyclist"}
+    assert seen == {"motorcyclist", "bicyclist", "trunk"}
 
 
 def test_focal_in_depth_file_name(sk_root):

@@ -40,7 +40,7 @@ CITYSCAPES_TO_SEMKITTI_NAMES: dict[str, str | None] = {
     "pole": "pole",
     "traffic light": "traffic-sign",  # no traffic-light class; a pole-mounted box, like the signs
     "traffic sign": "traffic-sign",
-    "vegetation": "vegetation",  # tree trunks included: the scene gives trunk and crown one id
+    "vegetation": "vegetation",  # except points on tree trunks: trunk (see _on_trunks)
     "terrain": "terrain",
     "sky": None,  # a LiDAR gets no return from the sky
     "person": "person",
@@ -141,12 +141,36 @@ def to_semkitti(frame: Rendered, rng: np.random.Generator) -> SemKITTIFrame:
         cls = np.where(np.isin(frame.panoptic, moto), SEMKITTI_CLASS_NAMES.index("motorcyclist"), cls)
     hit &= (cls != SEMKITTI_VOID) & (frame.panoptic != VOID_ID)
     cls = np.where(hit, cls, SEMKITTI_VOID)
+    cls[_on_trunks(frame, cls == SEMKITTI_CLASS_NAMES.index("vegetation"))] = SEMKITTI_CLASS_NAMES.index(
+        "trunk"
+    )
     thing = cls < NUM_THINGS
     inst = np.where(thing, frame.panoptic % LABEL_DIVISOR + INSTANCE_OFFSET[np.minimum(train, 255)], 0)
     depth = np.where(hit, frame.depth, 0.0).astype(np.float32)
     return SemKITTIFrame(
         frame.image, cls.astype(np.uint8), inst.astype(np.uint16), depth, float(cam.fx), frame
     )
+
+
+def _on_trunks(frame: Rendered, where: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels of `where` whose surface point lies on a tree trunk.
+
+    The scene gives trunk and crown one vegetation id; trunks are the vegetation boxes standing on
+    the ground (crowns start above it), so a point is on a trunk when it is inside one of them.
+    """
+    scene, out = frame.scene, np.zeros(where.shape, bool)
+    trunk = (scene.ids == CITYSCAPES_CLASS_NAMES.index("vegetation") * LABEL_DIVISOR) & (scene.lo[:, 1] <= 0)
+    v, u = np.nonzero(where)
+    if not trunk.any() or not len(v):
+        return out
+    cam = scene.camera
+    z = frame.depth[v, u].astype(np.float64)
+    point = np.stack(_rays(cam, v.astype(np.float64), u.astype(np.float64)), -1) * z[:, None] + cam.origin
+    tol = 0.01 + 1.0 / 256  # metres: depth is quantised to 1/256 m
+    lo, hi = scene.lo[trunk] - tol, scene.hi[trunk] + tol
+    inside = ((point[:, None] >= lo[None]) & (point[:, None] <= hi[None])).all(-1).any(-1)
+    out[v[inside], u[inside]] = True
+    return out
 
 
 _LIDAR_STREAM = 6402  # keeps the dropout draws apart from the scene's and the sequences' streams
