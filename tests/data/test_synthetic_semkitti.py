@@ -40,7 +40,8 @@ def _split(root):
 
 
 def test_labelled_fraction_at_kitti_size(full_frames):
-    """About a tenth of the pixels carry a LiDAR point (measured: 9.1-9.9 % for seed 0, frames 0-3)."""
+    """About a tenth of the pixels carry a LiDAR point (measured: 9.1-10.1 %, mean 9.6 %, over
+    seed 0, frames 0-19; the 5-15 % band leaves room for other scenes)."""
     for f in full_frames:
         assert f.semantic.shape == (376, 1241) and f.focal == 718.856
         frac = float((f.semantic != 255).mean())

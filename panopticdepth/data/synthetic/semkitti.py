@@ -108,7 +108,7 @@ def lidar_mask(cam: Camera, depth: np.ndarray, rng: np.random.Generator) -> np.n
     A pixel holds laser k's point when the elevation of its surface point, seen from the scanner,
     lies within half a pixel row of laser k's elevation (half the angle the pixel's row spans).
     """
-    kept = rng.random(depth.shape) >= DROPOUT  # drawn for every pixel: the stream ignores the scene
+    kept = rng.random(depth.shape) >= DROPOUT  # one draw per pixel, whatever the scene holds
     v, u = np.nonzero(depth > 0)  # sky and points beyond 80 m camera depth return nothing
     v, u = v.astype(np.float64), u.astype(np.float64)
     z = depth[depth > 0].astype(np.float64)
@@ -141,10 +141,11 @@ def to_semkitti(frame: Rendered, rng: np.random.Generator) -> SemKITTIFrame:
         cls = np.where(np.isin(frame.panoptic, moto), SEMKITTI_CLASS_NAMES.index("motorcyclist"), cls)
     hit &= (cls != SEMKITTI_VOID) & (frame.panoptic != VOID_ID)
     cls = np.where(hit, cls, SEMKITTI_VOID)
-    cls[_on_trunks(frame, cls == SEMKITTI_CLASS_NAMES.index("vegetation"))] = SEMKITTI_CLASS_NAMES.index(
-        "trunk"
-    )
+    trunk = _on_trunks(frame, cls == SEMKITTI_CLASS_NAMES.index("vegetation"))
+    cls[trunk] = SEMKITTI_CLASS_NAMES.index("trunk")
     thing = cls < NUM_THINGS
+    if (frame.panoptic[thing] % LABEL_DIVISOR >= MERGED_INSTANCE_OFFSET).any():
+        raise ValueError(f"more than {MERGED_INSTANCE_OFFSET - 1} instances of one class: ids would collide")
     inst = np.where(thing, frame.panoptic % LABEL_DIVISOR + INSTANCE_OFFSET[np.minimum(train, 255)], 0)
     depth = np.where(hit, frame.depth, 0.0).astype(np.float32)
     return SemKITTIFrame(
