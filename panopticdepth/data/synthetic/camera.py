@@ -1,4 +1,4 @@
-"""Pinhole camera of the synthetic street scenes (Cityscapes-like intrinsics, pitch only).
+"""Pinhole camera of the synthetic street scenes (Cityscapes- or KITTI-like intrinsics, pitch only).
 
 World frame: X right, Y up, Z forward along the street, ground plane Y = 0, camera at
 (0, height, 0). The camera looks along +Z tilted down by `pitch` (radians). Pixel (u, v) is the
@@ -19,6 +19,12 @@ CITYSCAPES_FY = 2262.0
 CITYSCAPES_CX = 1096.0
 CITYSCAPES_CY = 513.0
 CITYSCAPES_SIZE = (1024, 2048)
+# KITTI odometry left colour camera (P2) at 376x1241, the SemKITTI-DVPS image size; 1.65 m above the road.
+KITTI_FOCAL = 718.856
+KITTI_CX = 607.1928
+KITTI_CY = 185.2157
+KITTI_SIZE = (376, 1241)
+KITTI_HEIGHT_M = 1.65
 
 
 @dataclass
@@ -38,6 +44,19 @@ class Camera:
         sy, sx = height / CITYSCAPES_SIZE[0], width / CITYSCAPES_SIZE[1]
         fx, fy, cx, cy = CITYSCAPES_FX * sx, CITYSCAPES_FY * sy, CITYSCAPES_CX * sx, CITYSCAPES_CY * sy
         return cls(width, height, fx, fy, cx, cy, height_m, pitch)
+
+    @classmethod
+    def kitti_like(
+        cls, height: int, width: int, height_m: float = KITTI_HEIGHT_M, pitch: float = 0.0
+    ) -> Camera:
+        """KITTI intrinsics scaled to (height, width), with square pixels.
+
+        One focal length for both axes (scaled with the width and rounded to 0.001 px as the release
+        writes it), so the focal in the depth file names is exactly the one the rays use.
+        """
+        focal = round(KITTI_FOCAL * width / KITTI_SIZE[1], 3)
+        cx, cy = KITTI_CX * width / KITTI_SIZE[1], KITTI_CY * height / KITTI_SIZE[0]
+        return cls(width, height, focal, focal, cx, cy, height_m, pitch)
 
     @property
     def origin(self) -> np.ndarray:

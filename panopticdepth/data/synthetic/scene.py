@@ -59,6 +59,9 @@ class Scene:
     roles: dict[int, tuple[str, int]] = field(default_factory=dict)
     # Distance the camera has driven along Z; shifts the road texture with the world (`motion.py`).
     z_offset: float = 0.0
+    # Rider panoptic id -> train id of the two-wheeler it sits on (SemKITTI tells bicyclists from
+    # motorcyclists). Recording it draws nothing from the generator.
+    rides: dict[int, int] = field(default_factory=dict)
 
 
 class _Boxes:
@@ -71,6 +74,7 @@ class _Boxes:
         self.colors: list[np.ndarray] = []
         self.next_instance: dict[int, int] = {}
         self.roles: dict[int, tuple[str, int]] = {}
+        self.rides: dict[int, int] = {}
         self._untagged: list[int] = []
 
     def new_id(self, train_id: int) -> int:
@@ -125,8 +129,10 @@ def _big_vehicle(b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: 
     return ln
 
 
-def _person(b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: str = "person", y0: float = 0.0):
-    """Legs + torso + head; a rider (kind='rider') starts at y0 (sitting on its vehicle)."""
+def _person(
+    b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: str = "person", y0: float = 0.0
+) -> int:
+    """Legs + torso + head; a rider (kind='rider') starts at y0 (sitting on its vehicle). Returns its id."""
     s = rng.uniform(1.6, 1.9) / 1.75
     pid = b.new_id(TRAIN_ID[kind])
     cloth = _jitter(rng, CLOTH_COLORS[rng.integers(len(CLOTH_COLORS))], 20)
@@ -137,6 +143,7 @@ def _person(b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: str =
         y0 = 0.85 * s
     b.add(x - 0.25 * s, x + 0.25 * s, y0, y0 + 0.62 * s, z - 0.02, z + 0.3, pid, cloth)
     b.add(x - 0.11 * s, x + 0.11 * s, y0 + 0.62 * s, y0 + 0.88 * s, z + 0.02, z + 0.26, pid, skin)
+    return pid
 
 
 def _two_wheeler(b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: str) -> None:
@@ -150,7 +157,7 @@ def _two_wheeler(b: _Boxes, rng: np.random.Generator, x: float, z: float, kind: 
         col = _jitter(rng, CAR_COLORS[rng.integers(len(CAR_COLORS))], 20)
     b.add(x - 0.1, x + 0.1, 0.0, h, z, z + ln, pid, [20, 20, 20])  # wheels seen from behind
     b.add(x - w / 2, x + w / 2, 0.4, h, z + 0.3 * ln, z + 0.7 * ln, pid, col)
-    _person(b, rng, x, z + 0.4 * ln, "rider", y0=seat)
+    b.rides[_person(b, rng, x, z + 0.4 * ln, "rider", y0=seat)] = TRAIN_ID[kind]
 
 
 def _facade_row(rng: np.random.Generator, x: float, z_max: float) -> Facades:
@@ -179,9 +186,22 @@ def _facade_row(rng: np.random.Generator, x: float, z_max: float) -> Facades:
                    np.array(cols, np.float32))  # fmt: skip
 
 
-def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
-    """One random street scene seen by a Cityscapes-like camera 1.2-1.5 m above the road."""
-    cam = Camera.cityscapes_like(height, width, rng.uniform(1.2, 1.5), np.deg2rad(rng.uniform(-1.0, 3.0)))
+CAMERAS = ("cityscapes", "kitti")
+
+
+def sample_scene(rng: np.random.Generator, height: int, width: int, camera: str = "cityscapes") -> Scene:
+    """One random street scene seen by a Cityscapes-like camera 1.2-1.5 m above the road, or by a
+    level KITTI-like one 1.65 m above it (`camera="kitti"`, no ego hood in view).
+
+    Both cameras draw the same numbers, so (seed, index) gives the same street for either camera.
+    """
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {CAMERAS} (got {camera!r})")
+    cam_height, pitch = rng.uniform(1.2, 1.5), np.deg2rad(rng.uniform(-1.0, 3.0))
+    if camera == "kitti":
+        cam = Camera.kitti_like(height, width)
+    else:
+        cam = Camera.cityscapes_like(height, width, cam_height, pitch)
     n_left, n_right = int(rng.integers(1, 3)), int(rng.integers(0, 2))
     road_left = -LANE_WIDTH / 2 - n_left * LANE_WIDTH - rng.uniform(0.0, 2.0)  # incl. a parking strip
     road_right = LANE_WIDTH / 2 + n_right * LANE_WIDTH + rng.uniform(0.0, 2.0)
@@ -195,6 +215,8 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
         end_z=end_z, end_height=rng.uniform(8.0, 30.0), end_color=_jitter(rng, np.array([140, 130, 125]), 40),
         hood_rows=rng.uniform(0.04, 0.08),
     )  # fmt: skip
+    if camera == "kitti":
+        scene.hood_rows = 0.0  # roof-mounted camera: the ego vehicle is out of view
     b = _Boxes()
     # Traffic: queues of vehicles per lane (own lane starts farther ahead), 5-45 m.
     lane_centres = [-LANE_WIDTH * i for i in range(n_left + 1)] + [
@@ -276,4 +298,5 @@ def sample_scene(rng: np.random.Generator, height: int, width: int) -> Scene:
     scene.ids = np.array(b.ids, np.int32)
     scene.colors = np.array(b.colors, np.float32).reshape(-1, 3)
     scene.roles = b.roles
+    scene.rides = b.rides
     return scene

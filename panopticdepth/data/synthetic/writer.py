@@ -31,10 +31,12 @@ def synth_prefix(index: int) -> str:
     return f"{seq:06d}_{frame:06d}_synth_{index:06d}"
 
 
-def generate(seed: int, index: int, height: int = 256, width: int = 512) -> Rendered:
-    """Frame `index` of the dataset with `seed`: a pure function of (seed, index, size)."""
+def generate(
+    seed: int, index: int, height: int = 256, width: int = 512, camera: str = "cityscapes"
+) -> Rendered:
+    """Frame `index` of the dataset with `seed`: a pure function of (seed, index, size, camera)."""
     rng = np.random.default_rng([int(seed), int(index)])
-    scene = sample_scene(rng, height, width)
+    scene = sample_scene(rng, height, width, camera)
     return render(scene, rng)
 
 
@@ -51,6 +53,7 @@ def generate_sequence(
     width: int = 512,
     frame_step: int = CITYSCAPES_FRAME_STEP,
     fps: float = CITYSCAPES_FPS,
+    camera: str = "cityscapes",
 ) -> list[Rendered]:
     """Frames of moving sequence `sequence`: a pure function of the arguments.
 
@@ -61,7 +64,7 @@ def generate_sequence(
         raise ValueError(f"a sequence needs at least one frame (got {length})")
     dt = frame_interval(frame_step, fps)
     rng = np.random.default_rng([int(seed), int(sequence), _SEQUENCE_STREAM])
-    scene = sample_scene(rng, height, width)
+    scene = sample_scene(rng, height, width, camera)
     motion = sample_motion(scene, rng, duration=dt * (length - 1))
     frames = []
     for f in range(length):
