@@ -1,8 +1,8 @@
 """Pictures of predictions: panoptic maps in Cityscapes colours, depth maps in metres, panels.
 
-* `colorize_panoptic`: each pixel gets the Cityscapes colour of its train id (taken from
-  `cityscapesscripts.helpers.labels`); every thing instance gets its own lightness of that colour
-  (so two touching cars stay apart) and segment boundaries are drawn as white outlines.
+* `colorize_panoptic`: each pixel gets the colour of its train id in the model's label space
+  (`label_space.py`; Cityscapes colours by default); every thing instance gets its own lightness
+  of that colour (so two touching cars stay apart) and segment boundaries are drawn as white outlines.
 * `colorize_depth`: metres -> colour (matplotlib colour map, near = bright), invalid (0) = black.
 * `save_panel`: one PNG per image with the input, the panoptic segmentation and the depth map
   (with a colour bar in metres), and the ground truth beside the prediction when given;
@@ -20,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 
 from .io.formats import IGNORE_LABEL, LABEL_DIVISOR
+from .label_space import CITYSCAPES, LabelSpace
 from .utils.arrays import to_numpy
 from .utils.files import atomic_path
 
-NUM_TRAIN_IDS = 19
 DEPTH_CMAP = "plasma_r"
 OUTLINE_COLOR = (255, 255, 255)
 VOID_COLOR = (0, 0, 0)
@@ -35,23 +34,12 @@ VOID_COLOR = (0, 0, 0)
 _SHADE_SPAN = 0.8
 
 
-def cityscapes_palette() -> np.ndarray:
-    """(256, 3) uint8 colour per train id: Cityscapes colours for 0..18, black for the rest."""
+def class_palette(label_space: LabelSpace = CITYSCAPES) -> np.ndarray:
+    """(256, 3) uint8 colour per train id of `label_space`, black for every other id."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[:] = VOID_COLOR
-    for lab in _CS_LABELS:
-        if 0 <= lab.trainId < NUM_TRAIN_IDS:
-            palette[lab.trainId] = lab.color
+    palette[: label_space.num_classes] = np.array(label_space.colors, dtype=np.uint8)
     return palette
-
-
-def cityscapes_class_names() -> list[str]:
-    """Names of the 19 train ids, in train id order."""
-    names = [""] * NUM_TRAIN_IDS
-    for lab in _CS_LABELS:
-        if 0 <= lab.trainId < NUM_TRAIN_IDS:
-            names[lab.trainId] = lab.name
-    return names
 
 
 def instance_shade(instance_ids: np.ndarray) -> np.ndarray:
@@ -78,6 +66,7 @@ def colorize_panoptic(
     label_divisor: int = LABEL_DIVISOR,
     shade_instances: bool = True,
     outline: bool = True,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> np.ndarray:
     """(H, W) ids = train id * 1000 + instance -> (H, W, 3) uint8 RGB.
 
@@ -92,8 +81,8 @@ def colorize_panoptic(
     uniq, inverse = np.unique(pan, return_inverse=True)
     cls = uniq // label_divisor
     inst = uniq % label_divisor
-    valid = (cls >= 0) & (cls < NUM_TRAIN_IDS)
-    palette = cityscapes_palette()
+    valid = (cls >= 0) & (cls < label_space.num_classes)
+    palette = class_palette(label_space)
     colors = palette[np.where(valid, cls, IGNORE_LABEL)].astype(np.float64)
     if shade_instances:
         shade = instance_shade(np.where(valid, inst, 0))
@@ -154,15 +143,15 @@ def auto_max_depth(*depths: np.ndarray | None) -> float:
     return max(step, float(np.ceil(top / step) * step))
 
 
-def _legend_handles(panoptic_maps: list[np.ndarray]) -> list:
+def _legend_handles(panoptic_maps: list[np.ndarray], label_space: LabelSpace) -> list:
     from matplotlib.patches import Patch
 
-    palette = cityscapes_palette()
-    names = cityscapes_class_names()
+    palette = class_palette(label_space)
+    names = label_space.names
     present = set()
     for pan in panoptic_maps:
         cls = np.unique(pan // LABEL_DIVISOR)
-        present.update(int(c) for c in cls if 0 <= c < NUM_TRAIN_IDS)
+        present.update(int(c) for c in cls if 0 <= c < label_space.num_classes)
     return [Patch(facecolor=palette[c] / 255.0, edgecolor="none", label=names[c]) for c in sorted(present)]
 
 
@@ -174,6 +163,7 @@ def save_panel(
     max_depth: float | None = None,
     title: str | None = None,
     dpi: int = 100,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> Path:
     """Write a PNG panel: input | panoptic | depth (colour bar in metres), ground truth below.
 
@@ -181,7 +171,7 @@ def save_panel(
     optional dict with numpy `panoptic` (ids, void 32000) and/or `depth` (metres, 0 invalid).
     `max_depth=None` picks a round colour-bar top shared by the prediction and the ground truth.
     """
-    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi)
+    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi, label_space)
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
@@ -195,17 +185,20 @@ def panel_image(
     max_depth: float | None = None,
     title: str | None = None,
     dpi: int = 100,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> np.ndarray:
     """The panel of `save_panel` as an (H, W, 3) uint8 RGB array (frames of a video).
 
     Keep `max_depth` fixed over a video so that one colour means one depth in every frame.
     """
-    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi)
+    fig = _panel_figure(image_rgb, result, gt, max_depth, title, dpi, label_space)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def _panel_figure(image_rgb: Any, result: Any, gt: dict | None, max_depth: float | None, title, dpi: int):
+def _panel_figure(
+    image_rgb: Any, result: Any, gt: dict | None, max_depth: float | None, title, dpi: int, space: LabelSpace
+):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
@@ -240,16 +233,26 @@ def _panel_figure(image_rgb: Any, result: Any, gt: dict | None, max_depth: float
         return ax
 
     show(0, 0, image, "input")
-    show(0, 1, colorize_panoptic(pred_pan), "panoptic (prediction)")
+    show(0, 1, colorize_panoptic(pred_pan, label_space=space), "panoptic (prediction)")
     pred_depth_rgb = None if pred_depth is None else colorize_depth(pred_depth, max_depth)
     depth_axes = [show(0, 2, pred_depth_rgb, "depth (prediction)")]
     if has_gt:
-        show(1, 0, overlay(image, colorize_panoptic(pred_pan, outline=False)), "prediction on input")
-        show(1, 1, None if gt_pan is None else colorize_panoptic(gt_pan), "panoptic (ground truth)")
+        show(
+            1,
+            0,
+            overlay(image, colorize_panoptic(pred_pan, outline=False, label_space=space)),
+            "prediction on input",
+        )
+        show(
+            1,
+            1,
+            None if gt_pan is None else colorize_panoptic(gt_pan, label_space=space),
+            "panoptic (ground truth)",
+        )
         gt_depth_rgb = None if gt_depth is None else colorize_depth(gt_depth, max_depth)
         depth_axes.append(show(1, 2, gt_depth_rgb, "depth (ground truth)"))
 
-    handles = _legend_handles([pred_pan] + ([gt_pan] if gt_pan is not None else []))
+    handles = _legend_handles([pred_pan] + ([gt_pan] if gt_pan is not None else []), space)
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 10), fontsize=8, frameon=False)
     if title:
@@ -335,6 +338,7 @@ def save_pointcloud_view(
     size_hw: tuple[int, int],
     title: str | None = None,
     dpi: int = 100,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> Path:
     """A PNG of a point cloud for readers without a PLY viewer: an oblique view from above and
     beside the camera (`render_pointcloud`) and the bird's-eye view (x right, z forward)."""

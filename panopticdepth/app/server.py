@@ -312,13 +312,12 @@ def make_server(
     max_queue: int = 8,
 ) -> AppServer:
     """Build the server (bound, not yet serving) around a `Predictor`; `port=0` picks a free port."""
-    from ..visualization import cityscapes_class_names, cityscapes_palette
+    from ..label_space import CITYSCAPES
+    from ..visualization import class_palette
 
-    cfg = getattr(predictor, "cfg", None)
-    num_classes = int(getattr(cfg, "num_classes", 19))
-    num_things = int(getattr(cfg, "num_thing_classes", 8))
-    names = cityscapes_class_names()[:num_classes]
-    palette = cityscapes_palette()
+    space = getattr(predictor, "label_space", CITYSCAPES)  # the model's classes, names and colours
+    names = list(space.names)
+    palette = class_palette(space)
     settings = AppSettings(
         model_name=model_name,
         max_upload_mb=max_upload_mb,
@@ -326,7 +325,7 @@ def make_server(
         examples=list_examples(examples),
         class_names=names,
         class_colors=["#{:02x}{:02x}{:02x}".format(*palette[i]) for i in range(len(names))],
-        thing_ids=list(range(num_classes - num_things, num_classes)),
+        thing_ids=list(space.thing_train_ids),
         default_intrinsics=intrinsics,
     )
     service = InferenceService(

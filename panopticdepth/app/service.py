@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import PanopticDepthError
 from ..io.pointcloud import Intrinsics, parse_intrinsics
+from ..label_space import CITYSCAPES
 from .views import Views, build_views
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,7 @@ class InferenceService:
             job.intrinsics,
             self.max_display_side,
             self.class_names,
+            getattr(self.predictor, "label_space", CITYSCAPES),
         )
         job.result = result
         job.seconds["views"] = time.perf_counter() - t
@@ -274,7 +276,9 @@ class InferenceService:
         args = argparse.Namespace(
             raw=True, vis=False, pointcloud=True, intrinsics=f"{fx!r},{fy!r},{cx!r},{cy!r}"
         )
-        write_outputs(out, job.name, job.image, job.result, args)
+        write_outputs(
+            out, job.name, job.image, job.result, args, getattr(self.predictor, "label_space", CITYSCAPES)
+        )
         save_colorized_panoptic(out / f"{job.name}_panoptic_color.png", job.result.panoptic)
         if job.result.depth is not None:
             top = job.views.depth_range if job.views and job.views.depth_range else 80.0

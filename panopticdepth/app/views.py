@@ -28,12 +28,11 @@ from PIL import Image
 
 from ..io.formats import DEPTH_SCALE, IGNORE_LABEL
 from ..io.pointcloud import Intrinsics, backproject
+from ..label_space import CITYSCAPES, LabelSpace
 from ..visualization import (
     DEPTH_CMAP,
-    NUM_TRAIN_IDS,
     auto_max_depth,
-    cityscapes_class_names,
-    cityscapes_palette,
+    class_palette,
     colorize_depth,
     colorize_panoptic,
     overlay,
@@ -125,19 +124,27 @@ def _instance_color(index: int, class_rgb: np.ndarray, is_thing: bool) -> np.nda
 
 
 def segment_table(
-    segments: list, panoptic: np.ndarray, depth: np.ndarray | None, class_names: list[str]
+    segments: list,
+    panoptic: np.ndarray,
+    depth: np.ndarray | None,
+    class_names: list[str],
+    label_space: LabelSpace = CITYSCAPES,
 ) -> tuple[list[dict[str, Any]], np.ndarray]:
     """Rows for the page (class, instance, score, area, median depth, colours) and the index map."""
     ids = np.array([int(s.id) for s in segments], dtype=np.int64)
     index = segment_index_map(panoptic, ids)
     medians = median_per_index(index, depth, len(segments)) if depth is not None else [None] * len(segments)
-    palette = cityscapes_palette()
+    palette = class_palette(label_space)
     # Thing instances get the same shade as in the overlay (colorize_panoptic on the ids alone).
-    shaded = colorize_panoptic(ids.reshape(1, -1), outline=False)[0] if len(ids) else np.zeros((0, 3))
+    shaded = (
+        colorize_panoptic(ids.reshape(1, -1), outline=False, label_space=label_space)[0]
+        if len(ids)
+        else np.zeros((0, 3))
+    )
     rows = []
     for k, seg in enumerate(segments):
         cls = int(seg.category)
-        class_rgb = palette[cls if 0 <= cls < NUM_TRAIN_IDS else IGNORE_LABEL].astype(np.float64)
+        class_rgb = palette[cls if 0 <= cls < label_space.num_classes else IGNORE_LABEL].astype(np.float64)
         name = class_names[cls] if 0 <= cls < len(class_names) else f"class {cls}"
         rows.append(
             {
@@ -187,11 +194,12 @@ def build_views(
     intrinsics: Intrinsics,
     max_display_side: int = 1024,
     class_names: list[str] | None = None,
+    label_space: LabelSpace = CITYSCAPES,
 ) -> Views:
     """All display products of one prediction (see the module docstring for the layouts)."""
-    class_names = class_names or cityscapes_class_names()
+    class_names = class_names or list(label_space.names)
     h, w = panoptic.shape
-    rows, index = segment_table(segments, panoptic, depth, class_names)
+    rows, index = segment_table(segments, panoptic, depth, class_names, label_space)
     step = display_step(h, w, max_display_side)
     if step > 1:
         ys, xs = np.arange(0, h, step), np.arange(0, w, step)
@@ -207,7 +215,7 @@ def build_views(
         pan_d, index_d, depth_d, image_d = panoptic, index, depth, image
         dh, dw = h, w
         intr_d = tuple(intrinsics)
-    colors = colorize_panoptic(pan_d, outline=False)
+    colors = colorize_panoptic(pan_d, outline=False, label_space=label_space)
     over = overlay(image_d, colors, alpha=OVERLAY_ALPHA)
     over[segment_boundaries(pan_d)] = (255, 255, 255)
     depth_png, depth_range, depth_u16 = None, None, np.zeros((dh, dw), dtype=np.uint16)

@@ -241,7 +241,13 @@ def _run_model(args: argparse.Namespace) -> dict:
             pred_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
         meta = sample.get("meta", {})
         gt = protocol_ids(space, to_numpy(sample["panoptic"]))
-        ev.update(protocol_ids(space, pred), pred_depth, gt, gt_depth, sequence=meta.get("sequence"))
+        ev.update(
+            protocol_ids(space, pred, prediction=True),
+            pred_depth,
+            gt,
+            gt_depth,
+            sequence=meta.get("sequence"),
+        )
     if n == 0:
         raise DataError(f"{args.data}: no images in split {args.split!r}")
     return ev.summary()

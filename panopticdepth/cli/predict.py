@@ -2,7 +2,9 @@
 
 Per input frame, in `--output`:
 
-* `<stem>_panoptic.png`: official RGB prediction format (R = train id, G = instance id, B = 0);
+* `<stem>_panoptic.png`: official RGB prediction format (R = class id of the model's label space,
+  G = instance id, B = 0); with `--format semkitti` `<stem>_cat.png` + `<stem>_ins.png` instead
+  (SemKITTI-DVPS, `_leftImg8bit` dropped from the stem);
 * `<stem>_depth.png`: uint16 metres * 256 (not written for a model without depth);
 * with `--raw`, `<stem>.npz`: `panoptic` int32 (H, W) = train id * 1000 + instance (instance 0
   for stuff; 32000 = VOID, segmentation-only models), `depth` float32 (H, W) metres (absent without
@@ -28,6 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..label_space import CITYSCAPES, LabelSpace
 from .common import add_config_arguments
 from .video import PanelVideos, SequenceTracking, add_tracking_arguments
 
@@ -55,9 +58,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, metavar="DIR", help="output folder")
     p.add_argument(
         "--format",
-        choices=("dvps", "coco-panoptic"),
+        choices=("dvps", "semkitti", "coco-panoptic"),
         default="dvps",
-        help="panoptic output: dvps = <stem>_panoptic.png (R = train id, G = instance); coco-panoptic = "
+        help="panoptic output: dvps = <stem>_panoptic.png (R = class id of the model's label space, "
+        "G = instance); semkitti = <stem>_cat.png + <stem>_ins.png (SemKITTI-DVPS); coco-panoptic = "
         "panoptic.json + panoptic/<image_id>.png for 'evaluate --dataset cityscapes-panoptic'",
     )
     p.add_argument("--raw", action="store_true", help="also write <stem>.npz (panoptic ids, depth, segments)")
@@ -102,17 +106,26 @@ def segments_array(segments: list) -> Any:
     return np.array(rows, dtype=SEGMENT_DTYPE)
 
 
-def write_outputs(out_dir: Path, stem: str, image_rgb, result, args: argparse.Namespace) -> None:
-    """All files of one frame (atomic writes)."""
+def write_outputs(
+    out_dir: Path, stem: str, image_rgb, result, args: argparse.Namespace, space: LabelSpace = CITYSCAPES
+) -> None:
+    """All files of one frame (atomic writes); class ids are those of the model's label space."""
     import numpy as np
 
-    from ..io.formats import write_depth, write_panoptic_rgb
+    from ..io.formats import LABEL_DIVISOR, write_depth, write_panoptic_rgb
+    from ..io.semkitti import write_semkitti_prediction
     from ..utils.files import atomic_path
 
     panoptic = result.panoptic.cpu().numpy().astype(np.int32)
     depth = None if result.depth is None else result.depth.float().cpu().numpy().astype(np.float32)
-    if getattr(args, "format", "dvps") == "dvps":
-        write_panoptic_rgb(out_dir / f"{stem}_panoptic.png", panoptic)
+    fmt = getattr(args, "format", "dvps")
+    if fmt == "dvps":
+        write_panoptic_rgb(
+            out_dir / f"{stem}_panoptic.png", space.panoptic_to_dataset(panoptic, LABEL_DIVISOR)
+        )
+    elif fmt == "semkitti":
+        write_semkitti_prediction(out_dir, stem, panoptic, space)
+        stem = stem.removesuffix("_leftImg8bit")
     if depth is not None:
         write_depth(out_dir / f"{stem}_depth.png", depth)
     if args.raw:
@@ -125,7 +138,7 @@ def write_outputs(out_dir: Path, stem: str, image_rgb, result, args: argparse.Na
     if args.vis:
         from ..visualization import save_panel
 
-        save_panel(out_dir / f"{stem}_vis.png", image_rgb, result)
+        save_panel(out_dir / f"{stem}_vis.png", image_rgb, result, label_space=space)
     if args.pointcloud:
         if depth is None:
             logger.warning("%s: the model predicts no depth; no point cloud written", stem)
@@ -183,6 +196,11 @@ def run(args: argparse.Namespace) -> int:
         with_instance_masks=False,
         with_sem_seg=False,
     )
+    if args.format == "coco-panoptic" and predictor.label_space.name != "cityscapes":
+        raise PanopticDepthError(
+            f"{weights}: --format coco-panoptic writes Cityscapes label ids; this model's label space is "
+            f"{predictor.label_space.describe()} (use --format dvps or semkitti)"
+        )
     for stale in remove_stale_temporaries(out_dir):
         logger.info("removed %s, left by an interrupted run", stale.name)
     try:
@@ -195,7 +213,10 @@ def run(args: argparse.Namespace) -> int:
     done = 0
     failures: list[str] = []
     # Video: batched inference, then tracking and panel videos in frame order.
-    track, videos = SequenceTracking.from_args(args), PanelVideos.from_args(out_dir, args)
+    track, videos = (
+        SequenceTracking.from_args(args),
+        PanelVideos.from_args(out_dir, args, predictor.label_space),
+    )
 
     def failed(where: str, err: BaseException) -> None:
         text = user_message(err) if isinstance(err, PanopticDepthError) else f"{type(err).__name__}: {err}"
@@ -208,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         for frame, result in zip(frames, results):
             try:
                 result = track(frame.sequence, result)
-                write_outputs(out_dir, frame.stem, frame.image, result, args)
+                write_outputs(out_dir, frame.stem, frame.image, result, args, predictor.label_space)
                 videos.add(frame, result)
                 if coco is not None:
                     coco.add(frame.stem, result.panoptic.cpu().numpy())

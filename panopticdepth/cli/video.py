@@ -69,8 +69,9 @@ class SequenceTracking:
 class PanelVideos:
     """One `<name>_vis.mp4` of panels per sequence in `out_dir` (a no-op unless enabled)."""
 
-    def __init__(self, out_dir: Path, enabled: bool, fps: float = 5.0) -> None:
+    def __init__(self, out_dir: Path, enabled: bool, fps: float = 5.0, label_space: Any = None) -> None:
         self.out_dir = Path(out_dir)
+        self.label_space = label_space  # colours and legend of the model's classes (None: Cityscapes)
         self.enabled = enabled
         self.fps = fps
         self._key: Hashable = None
@@ -79,8 +80,8 @@ class PanelVideos:
         self._names: set[str] = set()
 
     @classmethod
-    def from_args(cls, out_dir: Path, args: argparse.Namespace) -> PanelVideos:
-        return cls(out_dir, getattr(args, "vis_video", False), getattr(args, "vis_fps", 5.0))
+    def from_args(cls, out_dir: Path, args: argparse.Namespace, label_space: Any = None) -> PanelVideos:
+        return cls(out_dir, getattr(args, "vis_video", False), getattr(args, "vis_fps", 5.0), label_space)
 
     def _name(self, frame: Any) -> str:
         base = frame.source.stem if frame.frame is not None else str(frame.sequence or frame.stem)
@@ -105,7 +106,8 @@ class PanelVideos:
             self._writer = VideoWriter(self.out_dir / f"{self._name(frame)}_vis.mp4", self.fps)
             depth = None if result.depth is None else result.depth.float().cpu().numpy()
             self._max_depth = auto_max_depth(depth)  # one colour scale for the whole video
-        self._writer.write(panel_image(frame.image, result, max_depth=self._max_depth))
+        extra = {} if self.label_space is None else {"label_space": self.label_space}
+        self._writer.write(panel_image(frame.image, result, max_depth=self._max_depth, **extra))
 
     def close(self) -> None:
         if self._writer is not None:

@@ -130,10 +130,14 @@ def protocol_for(space: LabelSpace) -> Protocol:
     )
 
 
-def protocol_ids(space: LabelSpace, panoptic_hw: np.ndarray) -> np.ndarray:
-    """Internal panoptic ids (samples, model outputs) -> the ids `protocol_for(space)` scores."""
+def protocol_ids(space: LabelSpace, panoptic_hw: np.ndarray, prediction: bool = False) -> np.ndarray:
+    """Internal panoptic ids (samples, model outputs) -> the ids `protocol_for(space)` scores.
+
+    SemKITTI: ground-truth void is category 255; unassigned predicted pixels get category N, which
+    the evaluator accepts and never matches (what `predict --format semkitti` writes)."""
     if space.protocol == "semkitti-dps":
-        return space.panoptic_to_dataset(panoptic_hw, SEMKITTI_DPS.label_divisor)
+        void = space.num_classes if prediction else None
+        return space.panoptic_to_dataset(panoptic_hw, SEMKITTI_DPS.label_divisor, void_class=void)
     return np.asarray(panoptic_hw)
 
 

@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from ..errors import DataError
+from ..label_space import LabelSpace
 from .formats import read_label_png, save_png
 
 SEMKITTI_LABEL_DIVISOR = 2**20
@@ -41,3 +42,18 @@ def write_semkitti_panoptic(
         raise ValueError("SemKITTI ids need class 0..255 and instance 0..65535")
     save_png(cls.astype(np.uint8), class_path)
     save_png(ins.astype(np.uint16), instance_path)
+
+
+def write_semkitti_prediction(
+    out_dir: str | os.PathLike, stem: str, panoptic_hw: np.ndarray, space: LabelSpace
+) -> None:
+    """Model output (internal ids) -> `<stem>_cat.png` / `<stem>_ins.png` in the SemKITTI-DVPS
+    prediction format. Unassigned pixels get category N (= 19 for SemKITTI), which the evaluator
+    accepts and never matches (docs/evaluation_protocol.md#encodings); `_leftImg8bit` is dropped from
+    the stem so that the names pair with the ground truth's."""
+    from pathlib import Path
+
+    stem = stem.removesuffix("_leftImg8bit")
+    ids = space.panoptic_to_dataset(panoptic_hw, SEMKITTI_LABEL_DIVISOR, void_class=space.num_classes)
+    out = Path(out_dir)
+    write_semkitti_panoptic(out / f"{stem}_cat.png", out / f"{stem}_ins.png", ids)

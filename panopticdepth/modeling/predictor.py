@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..config.labels import model_label_space
 from ..config.model import ModelConfig
+from ..label_space import CITYSCAPES, LabelSpace
 from ..utils.device import resolve_device
 from .outputs import PanopticDepthResult
 from .postprocess import postprocess
@@ -70,6 +72,8 @@ class Predictor:
         with_sem_seg: bool = True,
     ) -> None:
         self.cfg: ModelConfig = cfg.model if hasattr(cfg, "model") else cfg
+        # The classes the outputs' train ids stand for (writers, panels, the viewer).
+        self.label_space: LabelSpace = model_label_space(cfg) if hasattr(cfg, "labels") else CITYSCAPES
         self.device = resolve_device(device) if isinstance(device, str) else torch.device(device)
         self.channels_last = channels_last
         self.bf16 = bf16

@@ -61,7 +61,7 @@ def evaluate_shard(model: nn.Module, cfg: Config, dataset: Any, indices: range, 
         pred_depth = result.depth.cpu().numpy() if (result.depth is not None and m.depth.enabled) else None
         gt_depth = sample.get("depth")
         evaluator.update(
-            protocol_ids(space, result.panoptic.cpu().numpy()),
+            protocol_ids(space, result.panoptic.cpu().numpy(), prediction=True),
             pred_depth,
             protocol_ids(space, sample["panoptic"].cpu().numpy()),
             gt_depth.cpu().numpy() if gt_depth is not None else None,
