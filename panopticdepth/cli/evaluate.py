@@ -20,6 +20,7 @@ from .video import SequenceTracking, add_tracking_arguments
 logger = logging.getLogger(__name__)
 
 DATASETS = ("cityscapes-dps", "semkitti-dps", "cityscapes-panoptic")
+MODEL_ONLY_DATASETS = ("custom", "synthetic")  # scored through a model (--weights), not from files
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -69,7 +70,10 @@ def register(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("--pred-folder", metavar="DIR", help="cityscapes-panoptic: prediction PNG folder")
     p.add_argument(
-        "--dataset", choices=DATASETS, help="file layout / official evaluator (default: detected from --gt)"
+        "--dataset",
+        choices=(*DATASETS, *MODEL_ONLY_DATASETS),
+        help="file layout / official evaluator (default: detected from --gt); with --weights also "
+        "custom and synthetic (default: the model config's data.dataset)",
     )
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
     p.add_argument("--frames", type=_int_list, default=None, metavar="K[,K...]",
@@ -160,6 +164,10 @@ def _eval_settings(args: argparse.Namespace):
 
 def _run_files(args: argparse.Namespace) -> dict:
     dataset = args.dataset or _detect_dataset(args.gt)
+    if dataset == "synthetic":
+        dataset = "cityscapes-dps"  # the synthetic scenes are written in the Cityscapes-DPS layout
+    elif dataset in MODEL_ONLY_DATASETS:
+        raise PanopticDepthError(f"--dataset {dataset} needs --weights and --data (scores a model on it)")
     _, lambdas, workers = _eval_settings(args)
     if dataset == "cityscapes-panoptic":
         from ..evaluation.cityscapes_panoptic import evaluate_coco_panoptic

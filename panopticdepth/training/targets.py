@@ -176,17 +176,20 @@ def _downsampled_size(h: int, w: int, stride: int) -> tuple[int, int]:
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-def _bilinear_chunked(masks_nhw: torch.Tensor, size: tuple[int, int], chunk: int = 8) -> torch.Tensor:
+def _bilinear_chunked(
+    masks_nhw: torch.Tensor, size: tuple[int, int], chunk: int = 8, mode: str = "bilinear"
+) -> torch.Tensor:
     """Bilinear (align_corners=False, no antialias: docs/original_implementation.md#bilinear-no-antialias)
     resize of binary maps -> (N, h, w) float32.
 
     Converted to float a few maps at a time: a 1024x2048 float map is 8 MB, 19 classes or 100
     instances at once would be hundreds of MB. Same numbers as one batched call (per-map op).
+    `mode="area"` (pixel averages) serves sparse labels, whose scan lines bilinear sampling of two
+    rows in four would miss (docs/label_spaces.md#sparse-labels).
     """
+    extra = {"align_corners": False} if mode == "bilinear" else {}
     parts = [
-        F.interpolate(
-            masks_nhw[i : i + chunk].float()[None], size=size, mode="bilinear", align_corners=False
-        )[0]
+        F.interpolate(masks_nhw[i : i + chunk].float()[None], size=size, mode=mode, **extra)[0]
         for i in range(0, masks_nhw.shape[0], chunk)
     ]
     if not parts:
@@ -242,9 +245,10 @@ def _image_things(
             torch.zeros((0,), dtype=torch.int64, device=device),
         )  # fmt: skip
     masks = masks.to(device=device, dtype=torch.bool)
-    soft = _bilinear_chunked(masks, (h4, w4))
-    if labeled is not None:
-        soft = _per_labeled(soft, labeled)
+    if labeled is None:
+        soft = _bilinear_chunked(masks, (h4, w4))
+    else:
+        soft = _per_labeled(_bilinear_chunked(masks, (h4, w4), mode="area"), labeled)
     # The dataset's box rule when it provides boxes ((min, max + 1) in the panoptic-segmentation
     # pipeline, docs/augmentation.md); otherwise the DVPS rule with inclusive maxima.
     given = sample.get("instance_boxes")
@@ -260,9 +264,9 @@ def _image_things(
 
 
 def _labeled_fraction(sample: dict, ignore: int, stride: int, device) -> torch.Tensor:
-    """(1, h4, w4) bilinear 1/4-res share of labelled (not ignored) pixels (sparse labels)."""
+    """(1, h4, w4) 1/4-res share of labelled (not ignored) pixels (sparse labels; area average)."""
     sem = sample["semantic"].to(device=device, dtype=torch.int64)
-    return _bilinear_chunked((sem != ignore).unsqueeze(0), _downsampled_size(*sem.shape, stride))
+    return _bilinear_chunked((sem != ignore).unsqueeze(0), _downsampled_size(*sem.shape, stride), mode="area")
 
 
 def _per_labeled(soft_nhw: torch.Tensor, labeled_1hw: torch.Tensor) -> torch.Tensor:
@@ -286,9 +290,10 @@ def _stuff_semantics(
     sem = sample["semantic"].to(device=device, dtype=torch.int64)
     h4, w4 = _downsampled_size(*sem.shape, stride)
     classes = torch.arange(num_classes, device=device).view(-1, 1, 1)
-    small = _bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4))
-    if labeled is not None:
-        small = _per_labeled(small, labeled)
+    if labeled is None:
+        small = _bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4))
+    else:
+        small = _per_labeled(_bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4), mode="area"), labeled)
     out = torch.zeros((num_classes, *mask_size), device=device)
     out[:, :h4, :w4] = small[:, : mask_size[0], : mask_size[1]]
     return out
@@ -350,16 +355,18 @@ def _assign_level(
 def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float, labeled=None) -> torch.Tensor:
     """Soft score map at the level (clamp <= 1, < threshold -> 0); present classes have a sum > 0.
     With `labeled` ((1, H4, W4) 0/1, sparse labels) the resize averages over labelled pixels only."""
-    scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
-    if labeled is not None:
+    if labeled is None:
+        scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
+    else:  # area averages of the labelled positions only
+        scores = F.interpolate((gt_sem_chw * labeled)[None], size=level_size, mode="area")[0]
         scores = _per_labeled(scores, _resize_labeled(labeled, level_size))
     scores = scores.clamp(max=1.0)
     return torch.where(scores < threshold, torch.zeros_like(scores), scores)
 
 
 def _resize_labeled(labeled_1hw: torch.Tensor, size) -> torch.Tensor:
-    """(1, h, w) bilinear share of labelled 1/4-res positions at a level's size."""
-    return F.interpolate(labeled_1hw[None], size=size, mode="bilinear", align_corners=False)[0]
+    """(1, h, w) area share of labelled 1/4-res positions at a level's size."""
+    return F.interpolate(labeled_1hw[None], size=size, mode="area")[0]
 
 
 def _depth_stats(masks_btHW: torch.Tensor, valid_bt: torch.Tensor, depth_b1HW: torch.Tensor):
