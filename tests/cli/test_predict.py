@@ -234,3 +234,32 @@ def test_leftovers_of_a_killed_run_are_removed(tiny_model_dir, tmp_path):
     assert _predict(tiny_model_dir, out, tmp_path / "a.png") == 0
     assert not stale.exists()
     assert sorted(p.name for p in out.iterdir()) == ["a_depth.png", "a_panoptic.png"]
+
+
+def test_semkitti_format_writes_semkitti_ids(tiny_model_dir, tmp_path):
+    """A model in the SemKITTI label space: `--format semkitti` writes <prefix>_cat/_ins/_depth.png
+    with SemKITTI class ids (the raw <prefix>.npz keeps train ids), unassigned pixels as class 19."""
+    from panopticdepth.config import load_config, save_config
+    from panopticdepth.config.labels import apply_label_space
+    from panopticdepth.io.semkitti import read_semkitti_panoptic
+    from panopticdepth.label_space import SEMKITTI
+
+    model = tmp_path / "kitti_model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes((tiny_model_dir / "model.safetensors").read_bytes())
+    cfg = load_config(tiny_model_dir / "config.yaml")
+    apply_label_space(cfg, SEMKITTI)  # same class counts, SemKITTI classes
+    save_config(cfg, model / "config.yaml")
+    write_image_rgb(tmp_path / "000003_000007_leftImg8bit.png", _image(64, 96))
+    out = tmp_path / "out"
+    args = ["predict", "--weights", str(model), "--input", str(tmp_path / "000003_000007_leftImg8bit.png"),
+            "--output", str(out), "--format", "semkitti", "--raw"]  # fmt: skip
+    assert main(args) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["000003_000007_cat.png", "000003_000007_depth.png", "000003_000007_ins.png", "000003_000007.npz"]
+    )
+    ids = read_semkitti_panoptic(out / "000003_000007_cat.png", out / "000003_000007_ins.png")
+    train = np.load(out / "000003_000007.npz")["panoptic"]
+    expected_cat = np.where(train == 32000, 19, SEMKITTI.train_to_id[np.clip(train // 1000, 0, 18)])
+    assert np.array_equal(ids // 2**20, expected_cat)
+    assert np.array_equal(ids % 2**20, np.where(train == 32000, 0, train % 1000))

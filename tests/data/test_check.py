@@ -42,7 +42,8 @@ def test_clean_dataset_passes(synth_root, capsys):
     counts, problems = check_dataset(synth_root)
     assert counts == {"train": 6} and problems == []
     assert main(["data", "check", str(synth_root)]) == 0
-    assert "OK" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK" in out and "label space 'cityscapes': 19 classes" in out
 
 
 def test_missing_partner(synth_copy, capsys):
@@ -114,8 +115,10 @@ def test_unknown_dataset_and_empty_root(tmp_path):
     assert main(["data", "check", str(tmp_path / "nope")]) == 2
 
 
-def test_semkitti_bad_class_and_bit_depth(tmp_path):
+def test_semkitti_bad_class_and_bit_depth(tmp_path, capsys):
     _semkitti_case(tmp_path)
+    assert main(["data", "check", str(tmp_path)]) == 0
+    assert "label space 'semkitti'" in capsys.readouterr().out
     split = tmp_path / "video_sequence" / "val"
     cls_path = split / "000002_000000_gtFine_class.png"
     cls = np.asarray(Image.open(cls_path)).copy()
