@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..label_space import CITYSCAPES
 from .checks import above, at_least, between, each, length, rules
 
 # Input convention per backbone family: (channel order, mean, std), 0-255 scale.
@@ -141,10 +142,12 @@ class ModelConfig:
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     depth: DepthConfig = field(default_factory=DepthConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    num_thing_classes: int = field(default=8, metadata=rules(at_least(0)))
-    num_classes: int = field(default=19, metadata=rules(at_least(1)))
+    # Class counts: set from the label space when training starts (docs/label_spaces.md); the
+    # defaults are the Cityscapes ones of the original checkpoints.
+    num_thing_classes: int = field(default=CITYSCAPES.num_thing_classes, metadata=rules(at_least(0)))
+    num_classes: int = field(default=CITYSCAPES.num_classes, metadata=rules(at_least(1)))
     # first thing train id (things are train ids first_thing_id .. num_classes-1)
-    first_thing_id: int = field(default=11, metadata=rules(at_least(0)))
+    first_thing_id: int = field(default=CITYSCAPES.first_thing_id, metadata=rules(at_least(0)))
     # Input channel order and per-channel mean/std on the 0-255 scale. "auto" / [] take the
     # backbone's convention (`input_normalization`): for ResNets the original checkpoints' (BGR,
     # ImageNet RGB means applied to the BGR channels, std 1), for Swin timm's ImageNet weights'

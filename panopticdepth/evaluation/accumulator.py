@@ -49,7 +49,7 @@ class DPSEvaluator:
 
     def __init__(
         self,
-        num_classes: int = 19,
+        num_classes: int | None = None,
         thing_ids: Iterable[int] | None = None,
         lambdas: Iterable[float] = (0.5, 0.25, 0.1),
         frames: Iterable[int] = (1,),
@@ -59,6 +59,8 @@ class DPSEvaluator:
         wrap_uint16_depth: bool = False,
     ) -> None:
         protocol = get_protocol(dataset) if isinstance(dataset, str) else dataset
+        if num_classes is None:
+            num_classes = protocol.num_classes
         if thing_ids is None:
             thing_ids = protocol.thing_classes
         if num_classes != protocol.num_classes or tuple(thing_ids) != protocol.thing_classes:

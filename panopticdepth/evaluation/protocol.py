@@ -12,8 +12,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..class_names import CITYSCAPES_CLASS_NAMES, SEMKITTI_CLASS_NAMES
-from ..label_space import LabelSpace, LabelSpaceError
+from ..label_space import CITYSCAPES, SEMKITTI, LabelSpace, LabelSpaceError
 
 
 @dataclass(frozen=True)
@@ -38,7 +37,7 @@ class Protocol:
     no_depth_lambda: float
     windows_cross_sequences: bool
     abs_rel_unit: str
-    depth_failed_category: int = 19
+    depth_failed_category: int = 19  # = num_classes of the two benchmarks; `protocol_for` sets N
 
     @property
     def void_id(self) -> int:
@@ -66,10 +65,10 @@ class Protocol:
 CITYSCAPES_DPS = Protocol(
     name="cityscapes-dps",
     label_divisor=1000,
-    void_category=32,
-    num_classes=19,
-    thing_classes=tuple(range(11, 19)),
-    class_names=CITYSCAPES_CLASS_NAMES,
+    void_category=CITYSCAPES.void_id,
+    num_classes=CITYSCAPES.num_classes,
+    thing_classes=CITYSCAPES.thing_train_ids,
+    class_names=CITYSCAPES.names,
     epsilon=None,
     no_depth_lambda=-1.0,
     windows_cross_sequences=False,
@@ -79,10 +78,10 @@ CITYSCAPES_DPS = Protocol(
 SEMKITTI_DPS = Protocol(
     name="semkitti-dps",
     label_divisor=2**20,
-    void_category=255,
-    num_classes=19,
-    thing_classes=tuple(range(8)),
-    class_names=SEMKITTI_CLASS_NAMES,
+    void_category=SEMKITTI.void_id,
+    num_classes=SEMKITTI.num_classes,
+    thing_classes=tuple(sorted(c.id for c in SEMKITTI.classes if c.thing)),
+    class_names=tuple(c.name for c in sorted(SEMKITTI.classes, key=lambda c: c.id)),
     epsilon=1e-10,
     no_depth_lambda=0.0,
     windows_cross_sequences=True,
