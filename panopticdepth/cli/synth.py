@@ -37,6 +37,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--size", type=parse_size, default=(256, 512), metavar="HxW", help="image size (default 256x512)"
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--depth-noise",
+        choices=("none", "stereo"),
+        default="none",
+        help="ground-truth depth: exact (none, default) or stereo-like (error ~ Z^2, holes and "
+        "outliers at object edges; independent scenes only)",
+    )
     v = p.add_argument_group("moving sequences (video: camera driving, things moving, ids kept per sequence)")
     v.add_argument(
         "--moving",
@@ -59,8 +66,12 @@ def run(args: argparse.Namespace) -> int:
         raise PanopticDepthError(f"--num must be >= 1 (got {args.num})")
     h, w = args.size
     if args.moving:
+        if args.depth_noise != "none":
+            raise PanopticDepthError("--depth-noise applies to independent scenes, not --moving")
         return _run_moving(args, h, w)
-    folder = write_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
+    folder = write_dataset(
+        args.out, args.split, args.num, height=h, width=w, seed=args.seed, depth_noise=args.depth_noise
+    )
     print(f"wrote {args.num} frames of height {h} x width {w} (--size {h}x{w}) to {folder}")
     return 0
 
