@@ -17,7 +17,9 @@ E T1 + instance loss on the minimum depth; F T2 + instance loss on the mean dept
 Printed per variant: DPQ, DPQ_Th, DPQ_St (mean over lambda = 0.5/0.25/0.1), PQ, depth abs_rel and
 the abs_rel / RMSE in a band around ground-truth thing boundaries (`depth_metrics.thing_boundary_band`),
 each as mean ± sample std over the seeds. Finished runs are kept in OUT/runs/*/result.json and are
-not trained again when the script is rerun with the same settings.
+not trained again when the script is rerun with the same settings. On a small CPU shared with other
+jobs, run it with OMP_NUM_THREADS=1: two threads that wait on each other made a step ~8x slower
+(benchmarks/README.md).
 """
 
 from __future__ import annotations
