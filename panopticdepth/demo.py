@@ -247,8 +247,13 @@ def visualise_prediction(
     return files
 
 
-def evaluate_and_visualise(model: Any, cfg: Config, out_dir: Path, num_vis: int) -> tuple[dict, list[Path]]:
-    """Predict every val image, accumulate PQ/DPQ/depth metrics, draw the first `num_vis` images."""
+def evaluate_and_visualise(
+    model: Any, cfg: Config, out_dir: Path, num_vis: int, evaluator: Any = None
+) -> tuple[dict, list[Path]]:
+    """Predict every val image, accumulate PQ/DPQ/depth metrics, draw the first `num_vis` images.
+
+    `evaluator`: a `DPSEvaluator` to fill instead of the default one (e.g. with
+    `track_boundary_depth`, as `benchmarks/ablation.py` does)."""
     from .data.build import build_dataset
     from .evaluation import DPSEvaluator
     from .modeling.predictor import Predictor
@@ -257,12 +262,14 @@ def evaluate_and_visualise(model: Any, cfg: Config, out_dir: Path, num_vis: int)
     predictor = Predictor(model, cfg)
     dataset = build_dataset(cfg.data, cfg.data.val_split, train=False)
     m = cfg.model
-    ev = DPSEvaluator(
-        num_classes=m.num_classes,
-        thing_ids=range(m.num_classes - m.num_thing_classes, m.num_classes),
-        lambdas=tuple(cfg.eval.depth_thresholds),
-        dataset="cityscapes-dps",
-    )
+    ev = evaluator
+    if ev is None:
+        ev = DPSEvaluator(
+            num_classes=m.num_classes,
+            thing_ids=range(m.num_classes - m.num_thing_classes, m.num_classes),
+            lambdas=tuple(cfg.eval.depth_thresholds),
+            dataset="cityscapes-dps",
+        )
     max_depth = float(cfg.eval.max_depth)
     files: list[Path] = []
     for i in progress(range(len(dataset)), desc="evaluate", unit="image"):

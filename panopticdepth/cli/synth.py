@@ -45,6 +45,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="image size (default 256x512; 376x1241 for --format semkitti)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--depth-noise",
+        choices=("none", "stereo"),
+        default="none",
+        help="ground-truth depth: exact (none, default) or stereo-like (error ~ Z^2, holes and "
+        "outliers at object edges; independent scenes only)",
+    )
     v = p.add_argument_group("moving sequences (video: camera driving, things moving, ids kept per sequence)")
     v.add_argument(
         "--moving",
@@ -77,9 +84,17 @@ def run(args: argparse.Namespace) -> int:
     args.frame_step = step if args.frame_step is None else args.frame_step
     args.fps = fps if args.fps is None else args.fps
     if args.moving:
+        if args.depth_noise != "none":
+            raise PanopticDepthError("--depth-noise applies to independent scenes, not --moving")
         return _run_moving(args, h, w)
-    write = write_semkitti_dataset if fmt == "semkitti" else write_dataset
-    folder = write(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
+    if fmt == "semkitti":
+        if args.depth_noise != "none":
+            raise PanopticDepthError("--depth-noise applies to the cityscapes-dps format (dense depth)")
+        folder = write_semkitti_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
+    else:
+        folder = write_dataset(
+            args.out, args.split, args.num, height=h, width=w, seed=args.seed, depth_noise=args.depth_noise
+        )
     print(f"wrote {args.num} frames of height {h} x width {w} (--size {h}x{w}) to {folder}")
     return 0
 

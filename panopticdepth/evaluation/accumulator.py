@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..utils.arrays import to_numpy
-from .depth_metrics import depth_sums, empty_depth_sums, is_raw16
+from .depth_metrics import boundary_depth_sums, depth_sums, empty_depth_sums, is_raw16
 from .matching import PairTable, depth_levels, depth_levels_int, frame_table, match_window
 from .pixel_pass import blocked_frame_pass, is_small_unsigned
 from .protocol import CITYSCAPES_DPS, Protocol, get_protocol
@@ -96,6 +96,21 @@ class DPSEvaluator:
         self._abs_rel_win = np.zeros((len(self.frames), 2))
         self._abs_rel_reduced = np.zeros(2)  # (sum of sequence means, sequences) after all_reduce
         self._pending: dict[Hashable, deque[FrameRecord]] = {}
+
+    # Depth error near GT thing boundaries (`track_boundary_depth`); off by default, so the summary
+    # keeps its usual keys. Class attributes: the constructor is left as it is.
+    boundary_band: int = 0
+    boundary_depth: np.ndarray | None = None
+
+    def track_boundary_depth(self, band: int = 3) -> DPSEvaluator:
+        """Also accumulate the depth metrics in a `band`-pixel band around GT thing boundaries
+        (`depth_metrics.thing_boundary_band`) for frames given to `update`; the summary then has a
+        "boundary_depth" entry. `merge` adds it; `state_vector` (all_reduce) does not carry it."""
+        if band < 1:
+            raise ValueError(f"the boundary band must be at least 1 pixel (got {band})")
+        self.boundary_band = int(band)
+        self.boundary_depth = empty_depth_sums()
+        return self
 
     # ------------------------------------------------------------------ per frame
     def compute_frame(
@@ -190,12 +205,15 @@ class DPSEvaluator:
         sequence: Hashable = None,
     ) -> None:
         """Add one frame; frames of a sequence must come in temporal order (for k > 1)."""
-        self.add_frame(
-            self.compute_frame(
-                to_numpy(pred_panoptic), to_numpy(pred_depth), to_numpy(gt_panoptic), to_numpy(gt_depth)
-            ),
-            sequence,
-        )
+        pred_depth, gt_panoptic, gt_depth = to_numpy(pred_depth), to_numpy(gt_panoptic), to_numpy(gt_depth)
+        record = self.compute_frame(to_numpy(pred_panoptic), pred_depth, gt_panoptic, gt_depth)
+        if self.boundary_depth is not None and pred_depth is not None and gt_depth is not None:
+            p = self.protocol
+            self.boundary_depth += boundary_depth_sums(
+                pred_depth, gt_depth, gt_panoptic, p.thing_classes, p.label_divisor, self.boundary_band,
+                self.depth_scale,
+            )  # fmt: skip
+        self.add_frame(record, sequence)
 
     def add_frame(self, record: FrameRecord, sequence: Hashable = None) -> None:
         """Count every window that ends at this frame (windows of k frames, stride 1:
@@ -238,6 +256,8 @@ class DPSEvaluator:
             setattr(self, attr, getattr(self, attr) + getattr(other, attr))
         self.num_frames += other.num_frames
         self.has_depth = self.has_depth or other.has_depth
+        if self.boundary_depth is not None and other.boundary_depth is not None:
+            self.boundary_depth = self.boundary_depth + other.boundary_depth
         for seq, (s, n) in other._abs_rel_seq.items():
             mine = self._abs_rel_seq.setdefault(seq, [0.0, 0])
             mine[0] += s

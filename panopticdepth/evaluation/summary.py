@@ -135,6 +135,9 @@ def build_summary(ev: EvaluatorSums) -> dict:
         "runs": runs,
         "depth": depth_summary(ev.depth) if ev.has_depth else {},
     }
+    boundary = getattr(ev, "boundary_depth", None)  # only with DPSEvaluator.track_boundary_depth
+    if boundary is not None:
+        out["boundary_depth"] = {**depth_summary(boundary), "band": int(ev.boundary_band)}
     for k in ev.frames:
         if ev.lambdas:
             m = out["dvpq"][f"k={k}"]["mean"]
@@ -183,4 +186,10 @@ def format_table(summary: dict) -> str:
         heads = ("AbsRel", "SqRel", "RMSE", "RMSElog", "SILog", "δ<1.25", "δ<1.25²", "δ<1.25³")
         lines.append("".join(f"{h:>10}" for h in heads))
         lines.append("".join(f"{depth[n]:>10.4f}" for n in names))
+    edge = summary.get("boundary_depth") or {}
+    if edge.get("num_pixels"):
+        lines.append(
+            f"near thing boundaries (band {edge['band']} px, {edge['num_pixels']} px): "
+            f"AbsRel {edge['abs_rel']:.4f}  RMSE {edge['rmse']:.4f}"
+        )
     return "\n".join(lines)

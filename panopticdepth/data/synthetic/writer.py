@@ -6,6 +6,7 @@ sequences (`motion.py`) whose ground-truth instance ids are kept across the fram
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import numpy as np
 from ...io.formats import write_depth, write_image_rgb, write_panoptic_ids
 from ...utils.files import atomic_write_text
 from ...utils.progress import progress
+from .depth_noise import apply_depth_noise
 from .motion import CITYSCAPES_FPS, CITYSCAPES_FRAME_STEP, frame_interval, sample_motion, scene_at
 from .render import Rendered, render
 from .scene import sample_scene
@@ -32,12 +34,30 @@ def synth_prefix(index: int) -> str:
 
 
 def generate(
-    seed: int, index: int, height: int = 256, width: int = 512, camera: str = "cityscapes"
+    seed: int,
+    index: int,
+    height: int = 256,
+    width: int = 512,
+    camera: str = "cityscapes",
+    *,
+    depth_noise: str | None = None,
 ) -> Rendered:
-    """Frame `index` of the dataset with `seed`: a pure function of (seed, index, size, camera)."""
+    """Frame `index` of the dataset with `seed`: a pure function of (seed, index, size, camera, noise).
+
+    `depth_noise="stereo"` replaces the exact depth by stereo-like ground truth (`depth_noise.py`),
+    drawn from a stream of its own: image and labels stay those of the clean frame.
+    """
     rng = np.random.default_rng([int(seed), int(index)])
     scene = sample_scene(rng, height, width, camera)
-    return render(scene, rng)
+    frame = render(scene, rng)
+    if depth_noise is None or depth_noise == "none":
+        return frame
+    key = [int(seed), int(index), _DEPTH_NOISE_STREAM]
+    noisy = apply_depth_noise(frame.depth, frame.panoptic, scene.camera.fx, depth_noise, key)
+    return dataclasses.replace(frame, depth=noisy)
+
+
+_DEPTH_NOISE_STREAM = 2718  # keeps the depth noise apart from the scene's [seed, index] stream
 
 
 def sequence_prefix(sequence: int, frame: int, frame_step: int = CITYSCAPES_FRAME_STEP) -> str:
@@ -91,9 +111,16 @@ def write_frame(folder: Path, prefix: str, frame: Rendered) -> dict:
 
 
 def write_dataset(
-    out: str | os.PathLike, split: str, num: int, height: int = 256, width: int = 512, seed: int = 0
+    out: str | os.PathLike,
+    split: str,
+    num: int,
+    height: int = 256,
+    width: int = 512,
+    seed: int = 0,
+    depth_noise: str | None = None,
 ) -> Path:
-    """Write `num` frames to `out/video_sequence/{split}/` and the index JSON beside that folder."""
+    """Write `num` frames to `out/video_sequence/{split}/` and the index JSON beside that folder;
+    `depth_noise` as in `generate`."""
     folder = split_dir(out, split)
     folder.mkdir(parents=True, exist_ok=True)
     if num % FRAMES_PER_SEQUENCE:
@@ -103,7 +130,9 @@ def write_dataset(
         )  # fmt: skip
     entries = []
     for i in progress(range(num), desc=f"synth {split}", unit="img"):
-        entries.append(write_frame(folder, synth_prefix(i), generate(seed, i, height, width)))
+        entries.append(
+            write_frame(folder, synth_prefix(i), generate(seed, i, height, width, depth_noise=depth_noise))
+        )
     index = folder.parent / f"dvps_cityscapes_{split}.json"
     atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
     return folder
