@@ -76,6 +76,14 @@ def register(sub) -> argparse.ArgumentParser:
         "custom and synthetic (default: the model config's data.dataset)",
     )
     p.add_argument("--json", metavar="FILE", help="write every number as JSON")
+    p.add_argument(
+        "--boundary-band",
+        type=int,
+        default=0,
+        metavar="PX",
+        help="with --weights: also report depth errors within PX pixels of ground-truth thing "
+        "boundaries (paper Figure 3; 0 = off)",
+    )
     p.add_argument("--frames", type=_int_list, default=None, metavar="K[,K...]",
                    help="window sizes k for (video) DVPQ; the first is the headline (default 1)")  # fmt: skip
     p.add_argument("--lambdas", type=_float_list, default=None, metavar="L[,L...]",
@@ -230,6 +238,8 @@ def _run_model(args: argparse.Namespace) -> dict:
         frames=args.frames,
         dataset=protocol,
     )
+    if args.boundary_band > 0:
+        ev.track_boundary_depth(args.boundary_band)
     n = len(dataset) if args.limit is None else min(len(dataset), args.limit)
     max_depth = float(cfg.eval.max_depth)
     track = SequenceTracking.from_args(args)  # frames of a sequence come in order

@@ -96,11 +96,10 @@ class DPSEvaluator:
         self._abs_rel_win = np.zeros((len(self.frames), 2))
         self._abs_rel_reduced = np.zeros(2)  # (sum of sequence means, sequences) after all_reduce
         self._pending: dict[Hashable, deque[FrameRecord]] = {}
-
-    # Depth error near GT thing boundaries (`track_boundary_depth`); off by default, so the summary
-    # keeps its usual keys. Class attributes: the constructor is left as it is.
-    boundary_band: int = 0
-    boundary_depth: np.ndarray | None = None
+        # Depth error near GT thing boundaries (`track_boundary_depth`); off by default, so the
+        # summary keeps its usual keys.
+        self.boundary_band = 0
+        self.boundary_depth: np.ndarray | None = None
 
     def track_boundary_depth(self, band: int = 3) -> DPSEvaluator:
         """Also accumulate the depth metrics in a `band`-pixel band around GT thing boundaries

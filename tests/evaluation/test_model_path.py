@@ -62,9 +62,11 @@ def test_model_path(monkeypatch, tmp_path, swap, scale):
     monkeypatch.setattr(build, "build_dataset", lambda data_cfg, split, train, **kw: samples)
     monkeypatch.setattr(predictor, "Predictor", lambda model, c, **kw: _FakePredictor(samples, swap, scale))
     out = tmp_path / "r.json"
-    assert main(["evaluate", "--weights", str(tmp_path), "--data", str(tmp_path), "--json", str(out)]) == 0
+    args = ["evaluate", "--weights", str(tmp_path), "--data", str(tmp_path), "--json", str(out)]
+    assert main([*args, "--boundary-band", "2"]) == 0
     got = json.loads(out.read_text())
     assert (tmp_path / "r.config.yaml").is_file()  # the resolved config beside the numbers
+    assert got["boundary_depth"]["band"] == 2 and got["boundary_depth"]["num_pixels"] > 0
     classes = {c["name"]: c for c in got["classes"]}
     # road, sky, car: perfect; person: perfect or all wrong (then a rider FP each frame).
     present = 4 if not swap else 3
