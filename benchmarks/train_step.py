@@ -208,26 +208,24 @@ def curve(case: str, names: list[str], iters: int, threads: int, every: int, poo
     order = random.Random(0)
     losses: dict[str, list[float]] = {v.name: [] for v in variants}
     seconds: dict[str, float] = {v.name: 0.0 for v in variants}
+    print(f"{case}, {iters} steps, batches of {batch} from {pool} synthetic frames, {threads} threads")
+    print(f"mean total loss per window of {every} steps; d = relative difference to {names[0]}")
+    head = f"{'steps':>9} " + " ".join(f"{n:>14}" for n in names)
+    print(head + " " + " ".join(f"{'d ' + n:>16}" for n in names[1:]), flush=True)
     load0 = os.getloadavg()
-    for _ in range(iters):
+    for it in range(iters):
         samples = order.sample(frames, batch)
         for v in variants:
             t0 = time.perf_counter()
             losses[v.name].append(v.step(samples))
             seconds[v.name] += time.perf_counter() - t0
+        if (it + 1) % every == 0 or it + 1 == iters:  # one row per finished window, as it ends
+            start = it // every * every
+            means = [statistics.mean(losses[n][start:]) for n in names]
+            row = f"{start + 1:>4}-{it + 1:<4} " + " ".join(f"{m:>14.3f}" for m in means)
+            print(row + " " + " ".join(f"{(m - means[0]) / means[0]:>+15.1%}" for m in means[1:]), flush=True)
     load1 = os.getloadavg()
-    print(f"{case}, {iters} steps, batches of {batch} from {pool} synthetic frames, {threads} threads")
-    print(f"load average before {load0[0]:.2f}, after {load1[0]:.2f} (1 min)")
-    ref = names[0]
-    head = f"{'steps':>9} " + " ".join(f"{n:>10}" for n in names)
-    head += " " + " ".join(f"{'d ' + n:>12}" for n in names[1:])
-    print(f"mean total loss per window of {every} steps; d = relative difference to {ref}")
-    print(head)
-    for start in range(0, iters, every):
-        means = [statistics.mean(losses[n][start : start + every]) for n in names]
-        row = f"{start + 1:>4}-{min(start + every, iters):<4} " + " ".join(f"{m:>10.3f}" for m in means)
-        row += " " + " ".join(f"{(m - means[0]) / means[0]:>+11.1%}" for m in means[1:])
-        print(row)
+    print(f"load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f}")
     print("s/iter: " + ", ".join(f"{n} {seconds[n] / iters:.3f}" for n in names))
 
 
