@@ -6,6 +6,17 @@ preprocess + forward + targets + losses + backward + value clipping + Adam step,
 engine's step. Each case runs in a fresh process so that the peak resident memory is its own.
 
     OMP_NUM_THREADS=2 python benchmarks/train_step.py [--iters 3] [--threads 2] [--cases r50-b1 small]
+
+Speed switches, side by side in one process (a shared machine's load then hits every variant alike;
+the variants take turns, one step each, A B C A B C ...). A variant is `+`-joined switches: fp32 |
+bf16 (solver.amp), cl (train.channels_last), fused (solver.fused_optimizer):
+
+    python benchmarks/train_step.py --compare fp32 bf16 bf16+cl bf16+cl+fused --iters 20
+
+Loss curve of the variants from one initialisation on one sequence of batches (the first variant
+is the reference; a second float32 variant, e.g. fp32+cl, shows how far rounding alone moves it):
+
+    python benchmarks/train_step.py --curve 300 --compare fp32 fp32+cl bf16+cl
 """
 
 from __future__ import annotations
@@ -14,6 +25,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -73,13 +85,170 @@ def run_case(name: str, iters: int, threads: int) -> dict:
     return {"case": name, "batch": batch, "size": f"{h}x{w}", "sec_per_iter": sec, "peak_rss_mb": peak_mb}
 
 
+SWITCHES = {
+    "fp32": "solver.amp=none",
+    "bf16": "solver.amp=bf16",
+    "cl": "train.channels_last=true",
+    "fused": "solver.fused_optimizer=true",
+}
+
+
+def variant_overrides(variant: str) -> list[str]:
+    """Config overrides of a `+`-joined variant name such as `bf16+cl`."""
+    parts = variant.split("+")
+    unknown = [p for p in parts if p not in SWITCHES]
+    if unknown:
+        raise SystemExit(f"unknown switch {unknown[0]!r} in {variant!r} (known: {', '.join(SWITCHES)})")
+    return [SWITCHES[p] for p in parts]
+
+
+class Variant:
+    """One training set-up: its own network (same seed for all), optimizer and LR schedule."""
+
+    def __init__(self, name: str, case: str):
+        import torch
+
+        from panopticdepth.config import load_config
+        from panopticdepth.modeling import build_model
+        from panopticdepth.training.engine import LossModule, default_criterion
+        from panopticdepth.training.memory_format import apply_channels_last
+        from panopticdepth.training.solver import build_lr_scheduler, build_optimizer
+
+        cfg_file, overrides, _h, _w, _batch = CASES[case]
+        self.name = name
+        self.cfg = load_config(
+            REPO / cfg_file if cfg_file else None,
+            [*overrides, *variant_overrides(name), "model.backbone.pretrained="],
+        )
+        torch.manual_seed(0)
+        self.model = apply_channels_last(build_model(self.cfg.model), self.cfg.train.channels_last)
+        self.model.train()
+        self.opt = build_optimizer(self.model, self.cfg.solver)
+        self.sched = build_lr_scheduler(self.opt, self.cfg.solver)
+        self.step_module = LossModule(self.model, default_criterion, self.cfg, torch.device("cpu"))
+
+    def step(self, samples: list[dict]) -> float:
+        """One engine step on `samples`; returns the total loss."""
+        from panopticdepth.modeling.preprocess import preprocess
+        from panopticdepth.training.solver import clip_gradients
+
+        x, _ = preprocess([s["image"] for s in samples], self.cfg.model)
+        losses = self.step_module(x, samples, (int(x.shape[-2]), int(x.shape[-1])))
+        total = sum(losses.values())
+        total.backward()
+        clip_gradients(self.model.parameters(), self.cfg.solver.clip_value)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        return float(total.detach())
+
+
+def make_samples(h: int, w: int, indices: list[int]) -> list[dict]:
+    """Synthetic frames `indices` (seed 0) as training Samples."""
+    from panopticdepth.data.sample import make_sample
+    from panopticdepth.data.synthetic.writer import generate
+
+    out = []
+    for i in indices:
+        f = generate(0, i, h, w)
+        out.append(make_sample(f.image, f.panoptic.astype("int64"), f.depth, {"image_id": str(i)}))
+    return out
+
+
+def compare(case: str, names: list[str], iters: int, threads: int) -> None:
+    """s/iter of each variant, measured in turns (one step each per round) after one warm-up step."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _f, _o, h, w, batch = CASES[case]
+    variants = [Variant(n, case) for n in names]
+    samples = make_samples(h, w, list(range(batch)))
+    for v in variants:
+        v.step(samples)  # warm-up (allocator, oneDNN primitive caches)
+    load0 = os.getloadavg()
+    times: dict[str, list[float]] = {v.name: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.name: [] for v in variants}
+    for _ in range(iters):
+        for v in variants:
+            t0, c0 = time.perf_counter(), time.process_time()
+            v.step(samples)
+            times[v.name].append(time.perf_counter() - t0)
+            cpu[v.name].append(time.process_time() - c0)
+    load1 = os.getloadavg()
+    print(f"{case}, {threads} threads, {iters} steps per variant in turns; load average (1/5/15 min)")
+    print(
+        "  before " + " ".join(f"{x:.2f}" for x in load0) + ", after " + " ".join(f"{x:.2f}" for x in load1)
+    )
+    base = statistics.median(times[names[0]])
+    cpu_base = statistics.median(cpu[names[0]])
+    # CPU s = the process's CPU time per step (all threads): with one thread it hardly depends on
+    # the other jobs of a shared machine; with two it includes time spent spinning in waits.
+    cols = ("median s", 9), ("min s", 7), ("mean s", 7), ("vs first", 9), ("CPU s", 7), ("vs first", 9)
+    print(f"{'variant':<18}" + "".join(f" {c:>{wd}}" for c, wd in cols))
+    for n in names:
+        t, c = times[n], statistics.median(cpu[n])
+        med = statistics.median(t)
+        print(
+            f"{n:<18} {med:>9.3f} {min(t):>7.3f} {statistics.mean(t):>7.3f} {med / base:>8.2f}x"
+            f" {c:>7.3f} {c / cpu_base:>8.2f}x"
+        )
+
+
+def curve(case: str, names: list[str], iters: int, threads: int, every: int, pool: int) -> None:
+    """Train every variant from the same initial weights on the same batches; print the mean
+    total loss of each window of `every` steps and its relative difference to the first variant."""
+    import random
+
+    import torch
+
+    torch.set_num_threads(threads)
+    _f, _o, h, w, batch = CASES[case]
+    variants = [Variant(n, case) for n in names]
+    frames = make_samples(h, w, list(range(pool)))
+    order = random.Random(0)
+    losses: dict[str, list[float]] = {v.name: [] for v in variants}
+    seconds: dict[str, float] = {v.name: 0.0 for v in variants}
+    print(f"{case}, {iters} steps, batches of {batch} from {pool} synthetic frames, {threads} threads")
+    print(f"mean total loss per window of {every} steps; d = relative difference to {names[0]}")
+    head = f"{'steps':>9} " + " ".join(f"{n:>14}" for n in names)
+    print(head + " " + " ".join(f"{'d ' + n:>16}" for n in names[1:]), flush=True)
+    load0 = os.getloadavg()
+    for it in range(iters):
+        samples = order.sample(frames, batch)
+        for v in variants:
+            t0 = time.perf_counter()
+            losses[v.name].append(v.step(samples))
+            seconds[v.name] += time.perf_counter() - t0
+        if (it + 1) % every == 0 or it + 1 == iters:  # one row per finished window, as it ends
+            start = it // every * every
+            means = [statistics.mean(losses[n][start:]) for n in names]
+            row = f"{start + 1:>4}-{it + 1:<4} " + " ".join(f"{m:>14.3f}" for m in means)
+            print(row + " " + " ".join(f"{(m - means[0]) / means[0]:>+15.1%}" for m in means[1:]), flush=True)
+    load1 = os.getloadavg()
+    print(f"load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f}")
+    print("s/iter: " + ", ".join(f"{n} {seconds[n] / iters:.3f}" for n in names))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--iters", type=int, default=3)
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2")))
     p.add_argument("--cases", nargs="*", default=list(CASES))
     p.add_argument("--one", help=argparse.SUPPRESS)
+    p.add_argument("--compare", nargs="*", help="variants to time side by side (fp32, bf16+cl, ...)")
+    p.add_argument(
+        "--case", default="small-128x256-b4", choices=list(CASES), help="case of --compare/--curve"
+    )
+    p.add_argument("--curve", type=int, default=0, help="train the --compare variants N steps, print losses")
+    p.add_argument("--every", type=int, default=25, help="--curve: steps per printed window")
+    p.add_argument("--pool", type=int, default=64, help="--curve: synthetic frames to draw batches from")
     args = p.parse_args()
+    if args.curve:
+        curve(args.case, args.compare or ["fp32", "bf16"], args.curve, args.threads, args.every, args.pool)
+        return
+    if args.compare:
+        compare(args.case, args.compare, args.iters, args.threads)
+        return
     if args.one:
         print(json.dumps(run_case(args.one, args.iters, args.threads)))
         return

@@ -52,6 +52,7 @@ from .distributed import (
     select_device,
     wrap_ddp,
 )
+from .memory_format import apply_channels_last, batch_memory_format
 from .periodic_eval import evaluate_model
 from .resume import agree_on_checkpoint
 from .solver import autocast_context, build_grad_scaler, build_lr_scheduler, build_optimizer, clip_gradients
@@ -123,6 +124,7 @@ class LossModule(nn.Module):
     def forward(
         self, batch_b3hw: torch.Tensor, samples: list[dict], padded_size: tuple[int, int]
     ) -> dict[str, torch.Tensor]:
+        batch_b3hw = batch_memory_format(batch_b3hw, self.cfg.train.channels_last)
         with autocast_context(self.cfg.solver.amp, self.device):
             outputs = self.model(batch_b3hw)
         if self.cfg.solver.amp.lower() not in ("none", "", "fp32"):
@@ -245,6 +247,7 @@ class Trainer:
             log.info("initialised from %s", weights)
         model = convert_sync_batchnorm(model, self.cfg.model.backbone.norm, self.info)
         model = model.to(self.info.device)
+        model = apply_channels_last(model, self.cfg.train.channels_last)
         model.train()
         return model
 
