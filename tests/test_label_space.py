@@ -117,3 +117,14 @@ def test_protocol_ids_for_semkitti():
         protocol_ids(CITYSCAPES, internal) is not None
         and (protocol_ids(CITYSCAPES, internal) == internal).all()
     )
+
+
+def test_a_model_in_another_label_space_is_refused_with_a_hint():
+    from panopticdepth.config import DataConfig
+    from panopticdepth.data.build import check_label_space
+    from panopticdepth.errors import DataError
+
+    data = DataConfig(dataset="semkitti-dps", root="/data/kitti")
+    with pytest.raises(DataError, match=r"m/config.yaml: .*differs.*/data/kitti.*labels.name=semkitti"):
+        check_label_space(CITYSCAPES, SEMKITTI, "m/config.yaml", data)
+    check_label_space(SEMKITTI, SEMKITTI, "m/config.yaml", data)  # the same classes pass

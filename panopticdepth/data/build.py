@@ -66,9 +66,15 @@ def check_label_space(
     """A model trained in one label space cannot be trained further or scored on data in another."""
     if not expected.same_classes(data_space):
         where = data_cfg.classes_file or data_cfg.root
+        hint = ""
+        if (expected.num_classes, expected.first_thing_id) == (
+            data_space.num_classes,
+            data_space.first_thing_id,
+        ):
+            hint = f"; if the model's channels mean these classes, override labels.name={data_space.name}"
         raise DataError(
             f"{model_source}: the model's label space {expected.describe()} differs from the data's "
-            f"({where}, {data_cfg.dataset}): {data_space.describe()}"
+            f"({where}, {data_cfg.dataset}): {data_space.describe()}{hint}"
         )
 
 
