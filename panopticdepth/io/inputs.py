@@ -64,6 +64,7 @@ def resolve_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
             found = sorted(p for p in path.rglob("*") if p.is_file() and (_is_image(p) or _is_video(p)))
             if not found:
                 raise DataError(f"{path}: folder contains no image or video files")
+            found = _camera_images_only(found)
             items.extend(InputItem(p, _is_video(p), path.name or str(path)) for p in found)
         elif path.is_file():
             if _is_video(path):
@@ -82,6 +83,17 @@ def resolve_inputs(specs: Sequence[str | os.PathLike]) -> list[InputItem]:
         else:
             raise DataError(f"{path}: input not found")
     return items
+
+
+CAMERA_IMAGE_SUFFIX = "_leftImg8bit"  # Cityscapes(-DVPS) and SemKITTI-DVPS name their RGB frames so
+
+
+def _camera_images_only(found: list[Path]) -> list[Path]:
+    """In a dataset split folder (frames named `*_leftImg8bit.*` beside label and depth PNGs) keep
+    the camera frames only, so `predict --input SPLIT_DIR` does not run on the labels."""
+    if not any(p.stem.endswith(CAMERA_IMAGE_SUFFIX) for p in found):
+        return found
+    return [p for p in found if p.stem.endswith(CAMERA_IMAGE_SUFFIX) or _is_video(p)]
 
 
 _SEQUENCE_FIELD = re.compile(r"^(\d+)_\d+_")

@@ -31,3 +31,17 @@ def test_predict_inputs_apply_exif_orientation(tmp_path):
     # JPEG is lossy: compare the halves' dominant channel.
     assert image[:, :18, 0].mean() > 200 and image[:, :18, 2].mean() < 60
     assert image[:, 22:, 2].mean() > 200 and image[:, 22:, 0].mean() < 60
+
+
+def test_a_dataset_split_folder_yields_its_camera_frames_only(tmp_path):
+    """Label and depth PNGs beside `*_leftImg8bit.png` frames are not inputs; other folders keep all."""
+    from panopticdepth.data.synthetic import write_dataset
+
+    split = write_dataset(tmp_path / "ds", "val", 2, height=16, width=32, seed=0)
+    names = [item.path.name for item in resolve_inputs([split])]
+    assert len(names) == 2 and all(n.endswith("_leftImg8bit.png") for n in names)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for name in ("a.png", "b_depth.png"):
+        (plain / name).write_bytes((split / names[0]).read_bytes())
+    assert [item.path.name for item in resolve_inputs([plain])] == ["a.png", "b_depth.png"]
