@@ -37,6 +37,9 @@ from .utils.files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "synthetic/small_cpu.yaml"
+# The same model with bf16 autocast, channels_last and the fused Adam: 0.61x the float32 step time
+# on CPUs that compute bf16 natively (benchmarks/README.md, training step), slower elsewhere.
+BF16_CONFIG_NAME = "synthetic/small_cpu_bf16.yaml"
 
 
 @dataclass
@@ -48,7 +51,7 @@ class DemoSettings:
     size: tuple[int, int] = (128, 256)  # (H, W) of the synthetic images
     seed: int = 0
     num_vis: int = 4  # val images that get a panel / PNGs / point cloud
-    config: str | None = None  # default: configs/synthetic/small_cpu.yaml
+    config: str | None = None  # default: `default_config_name()` under configs/
     overrides: list[str] = field(default_factory=list)
     # Fixed number of iterations (skips the timing-based choice); 0 = fit the budget.
     iterations: int = 0
@@ -64,15 +67,33 @@ class DemoResult:
     files: list[Path]
 
 
-def find_demo_config() -> Path:
-    """`configs/synthetic/small_cpu.yaml`: packaged as `panopticdepth/configs` (a link to the
-    checkout's `configs/`, copied into wheels)."""
+def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
+    """True when the CPU flags list AVX-512 bf16 or AMX bf16 (Linux); False when unknown."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    flags = next(
+        (line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []
+    )
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def default_config_name() -> str:
+    """The bf16 variant of the small config where the CPU computes bf16 natively, else float32."""
+    return BF16_CONFIG_NAME if cpu_has_native_bf16() else CONFIG_NAME
+
+
+def find_demo_config(name: str | None = None) -> Path:
+    """`configs/<name>` (default `default_config_name()`): packaged as `panopticdepth/configs` (a
+    link to the checkout's `configs/`, copied into wheels)."""
+    name = name or default_config_name()
     here = Path(__file__).resolve().parent
     for base in (here / "configs", here.parent / "configs"):
-        path = base / CONFIG_NAME
+        path = base / name
         if path.is_file():
             return path
-    raise PanopticDepthError(f"configs/{CONFIG_NAME} not found beside {here}: reinstall panopticdepth")
+    raise PanopticDepthError(f"configs/{name} not found beside {here}: reinstall panopticdepth")
 
 
 def demo_config(settings: DemoSettings, data_root: Path) -> Config:

@@ -174,3 +174,16 @@ def test_demo_short_budget_ends_within_it_and_uses_it(tmp_path, capsys) -> None:
     assert seconds["train"] >= 0.85 * plan["train_budget_s"], (seconds, plan)
     assert run["stop_reason"] == "completed"
     assert run["iterations"] > 3
+
+
+def test_demo_picks_the_bf16_config_only_on_cpus_with_native_bf16(tmp_path):
+    from panopticdepth.demo import BF16_CONFIG_NAME, CONFIG_NAME, cpu_has_native_bf16, find_demo_config
+
+    with_bf16 = tmp_path / "a"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse avx512f avx512_bf16 amx_tile\n")
+    without = tmp_path / "b"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
+    assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
+    assert not cpu_has_native_bf16(tmp_path / "missing")
+    assert find_demo_config(BF16_CONFIG_NAME).name == "small_cpu_bf16.yaml"
+    assert find_demo_config(CONFIG_NAME).name == "small_cpu.yaml"
