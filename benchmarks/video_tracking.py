@@ -58,6 +58,7 @@ def tracked(config: TrackerConfig):
 VARIANTS = {
     "per-frame ids": per_frame,
     "tracked": tracked(TrackerConfig()),
+    "tracked, no low-score instances": tracked(TrackerConfig(low_score=None)),
     "tracked, kernels only": tracked(TrackerConfig(kernel_weight=1.0)),
     "tracked, position only": tracked(TrackerConfig(kernel_weight=0.0)),
     "tracked, no memory": tracked(TrackerConfig(memory=0)),
@@ -162,11 +163,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=6)
     ap.add_argument("--gt-segments", action="store_true", help="also track ground-truth segments")
     ap.add_argument("--json", help="write the numbers here")
+    ap.add_argument("--low-score", type=float, default=TrackerConfig.low_score, help="tracker low_score")
+    ap.add_argument("--low-match", type=float, default=TrackerConfig.low_match_threshold)
     args = ap.parse_args()
     h, w = (int(x) for x in args.size.lower().split("x"))
     predictor = Predictor.from_dir(args.weights, with_instance_masks=False, with_sem_seg=False)
+    predictor.candidate_score = args.low_score  # low-score instances for the tracker's second pass
     intr = default_intrinsics(h, w)
     variants = dict(VARIANTS)
+    variants["tracked"] = tracked(TrackerConfig(low_score=args.low_score, low_match_threshold=args.low_match))
     variants["GT ids (segments with IoU > 0.5)"] = "gt-ids"
     if args.gt_segments:
         variants["GT segments, per-frame ids"] = "gt-per-frame"

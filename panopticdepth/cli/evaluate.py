@@ -243,6 +243,7 @@ def _run_model(args: argparse.Namespace) -> dict:
     n = len(dataset) if args.limit is None else min(len(dataset), args.limit)
     max_depth = float(cfg.eval.max_depth)
     track = SequenceTracking.from_args(args)  # frames of a sequence come in order
+    track.prepare(predictor)
     for i in progress(range(n), desc="evaluate", unit="image"):
         sample = dataset[i]
         image = sample["image"].permute(1, 2, 0).numpy()

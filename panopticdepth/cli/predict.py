@@ -217,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         SequenceTracking.from_args(args),
         PanelVideos.from_args(out_dir, args, predictor.label_space),
     )
+    track.prepare(predictor)
 
     def failed(where: str, err: BaseException) -> None:
         text = user_message(err) if isinstance(err, PanopticDepthError) else f"{type(err).__name__}: {err}"

@@ -27,6 +27,9 @@ def add_tracking_arguments(p: argparse.ArgumentParser, panels: bool = False) -> 
     )
     g.add_argument("--track-memory", type=int, default=3, metavar="N",
                    help="frames a lost object is remembered and can get its id back (default 3)")  # fmt: skip
+    g.add_argument("--track-low-score", type=float, default=0.05, metavar="S",
+                   help="an object scored below the merge threshold but >= S keeps its track for the "
+                        "frame (score hysteresis; default 0.05, 0 = off)")  # fmt: skip
     if panels:
         g.add_argument("--vis-video", action="store_true",
                        help="write <sequence>_vis.mp4: panels of each video / frame sequence")  # fmt: skip
@@ -37,22 +40,36 @@ def add_tracking_arguments(p: argparse.ArgumentParser, panels: bool = False) -> 
 class SequenceTracking:
     """Relabel results with track ids, one tracker per sequence key (None: no tracking)."""
 
-    def __init__(self, enabled: bool = True, memory: int = 3, intrinsics_spec: str | None = None) -> None:
+    def __init__(
+        self,
+        enabled: bool = True,
+        memory: int = 3,
+        intrinsics_spec: str | None = None,
+        low_score: float = 0.05,
+    ) -> None:
+        from ..errors import PanopticDepthError
         from ..modeling.tracking import TrackerConfig
 
         if memory < 0:
-            from ..errors import PanopticDepthError
-
             raise PanopticDepthError(f"--track-memory must be >= 0, got {memory}")
+        if low_score < 0:
+            raise PanopticDepthError(f"--track-low-score must be >= 0, got {low_score}")
         self.enabled = enabled
-        self.config = TrackerConfig(memory=memory)
+        self.config = TrackerConfig(memory=memory, low_score=low_score if low_score > 0 else None)
         self.intrinsics_spec = intrinsics_spec
         self._key: Hashable = None
         self._tracker: Any = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> SequenceTracking:
-        return cls(not args.no_track, args.track_memory, getattr(args, "intrinsics", None))
+        return cls(
+            not args.no_track, args.track_memory, getattr(args, "intrinsics", None), args.track_low_score
+        )
+
+    def prepare(self, predictor: Any) -> None:
+        """Have `predictor` attach the low-score instances the tracker may admit."""
+        if self.enabled and self.config.low_score is not None:
+            predictor.candidate_score = self.config.low_score
 
     def __call__(self, sequence: Hashable, result: Any) -> Any:
         if not self.enabled or sequence is None or getattr(result, "segments", None) is None:

@@ -7,6 +7,7 @@ resolution), h x w = size of one FPN level (p3..p7).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -44,6 +45,9 @@ class Segment:
     is_thing: bool
     score: float
     area: int
+    # Things: position in the image's score-sorted instance list (stable when the merge is re-run
+    # with other instances, `ThingCandidates`); -1 for stuff.
+    rank: int = -1
 
 
 @dataclass
@@ -62,3 +66,5 @@ class PanopticDepthResult:
     instance_masks: torch.Tensor | None = None  # (N, H, W) bool
     # (len(segments), C) projected mask kernel of each segment, row i = segments[i] (tracking cue).
     segment_kernels: torch.Tensor | None = None
+    # Low-score things a tracker may admit (`postprocess.ThingCandidates`); None unless asked for.
+    candidates: Any = None

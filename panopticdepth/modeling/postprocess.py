@@ -14,8 +14,9 @@ the padding into the image for padded inputs) and the kernels are applied at ful
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -88,6 +89,35 @@ def rescore_things(
 
 
 @dataclass
+class ThingCandidates:
+    """Things of one image scored below the combine threshold, kept aside for a tracker.
+
+    An object whose score dips under `inference.combine_instance_threshold` for a frame vanishes
+    from that frame and breaks its track. A tracker may instead admit such a low-score instance
+    when it continues a track (hysteresis on the score); the merge is then re-run as if the
+    admitted instances had passed the threshold. Ranks are positions in the image's score-sorted
+    instance list (`Segment.rank`): `0 .. num_selected - 1` are the standard selection,
+    `num_selected .. num_selected + num_candidates - 1` the candidates (score >= `min_score`).
+    """
+
+    min_score: float
+    num_selected: int
+    num_candidates: int
+    rerun: Callable[[torch.Tensor], PanopticDepthResult]  # instance ranks -> result
+
+    def expanded(self) -> PanopticDepthResult:
+        """The image merged with every candidate (their segments have ranks >= num_selected)."""
+        return self.admit(range(self.num_selected, self.num_selected + self.num_candidates))
+
+    def admit(self, ranks: Sequence[int]) -> PanopticDepthResult:
+        """The image merged with the standard selection plus the candidates of `ranks`."""
+        end = self.num_selected + self.num_candidates
+        extra = sorted({int(r) for r in ranks if self.num_selected <= int(r) < end})
+        selection = torch.tensor([*range(self.num_selected), *extra], dtype=torch.long)
+        return self.rerun(selection)
+
+
+@dataclass
 class ImageDetails:
     """Intermediates of one image, for conformance tests and debugging."""
 
@@ -109,32 +139,69 @@ def postprocess_image(
     output_size: tuple[int, int] | None = None,
     with_instance_masks: bool = True,
     with_sem_seg: bool = True,
+    *,
+    selection: torch.Tensor | None = None,
+    candidate_score: float | None = None,
 ) -> tuple[PanopticDepthResult, ImageDetails]:
     """Post-process image `b` of a batch; `model` is the network (or its `kernel_projection`).
 
     The steps in the paper's order: kernel producer -> mask logits and thing rescoring ->
     upsampling -> panoptic merge -> depth -> result. `with_instance_masks` / `with_sem_seg` fill
     the full-resolution extras of the result (all instance masks, the 19-class stuff
-    probabilities); the CLI skips them for speed.
+    probabilities); the CLI skips them for speed. `selection` (ascending ranks in the score-sorted
+    instance list) replaces the instances that enter the merge, by default those scored at least
+    `inference.combine_instance_threshold`; `candidate_score` attaches the lower-scored instances
+    down to that score as `result.candidates` (`ThingCandidates`, for tracking).
     """
     out_size = output_size if output_size is not None else image_size
     kernels = _image_kernels(outputs, b, kernel_projection_of(model), cfg)
     embed_chw = outputs.mask_embedding[b].float()
-    thing_logits, inst, kept = _thing_instances(kernels.things, embed_chw, cfg)
+    thing_logits, inst, standard = _thing_instances(kernels.things, embed_chw, cfg)
+    selected = standard if selection is None else _checked_selection(selection, inst)
     combine_probs, instance_masks = _upsampled_things(
-        inst, kept, image_size, out_size, cfg.inference.mask_threshold, with_instance_masks
+        inst, selected, image_size, out_size, cfg.inference.mask_threshold, with_instance_masks
     )
     stuff_logits, stuff_probs, sem_shw = _stuff_maps(
         kernels.stuff, embed_chw, image_size, out_size, cfg.num_classes, with_sem_seg
     )
-    merge = _merge(combine_probs, inst, kept, stuff_probs, kernels.stuff, cfg)
+    merge = _merge(combine_probs, inst, selected, stuff_probs, kernels.stuff, cfg)
     depth_hw = None
     if cfg.depth.enabled:  # depth of the merged segments, clamped to [0, clamp_max]
         depth_hw = _merged_depth(outputs, b, cfg, image_size, out_size, inst, kernels.stuff, merge)
         depth_hw = depth_hw.clamp(0.0, cfg.depth.clamp_max)
     result = _build_result(merge, sem_shw, depth_hw, inst, kernels.stuff, instance_masks, cfg)
-    details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, kept)
+    if candidate_score is not None:
+        num_low = int((inst.scores[standard.numel() :] >= candidate_score).sum())
+        rerun = partial(
+            _rerun, outputs, b, model, cfg, (image_size, out_size), (with_instance_masks, with_sem_seg)
+        )
+        result.candidates = ThingCandidates(float(candidate_score), standard.numel(), num_low, rerun)
+    details = ImageDetails(kernels, thing_logits, stuff_logits, inst, merge, int(selected.numel()))
     return result, details
+
+
+def _rerun(
+    outputs: HeadOutputs,
+    b: int,
+    model: Any,
+    cfg: ModelConfig,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    extras: tuple[bool, bool],
+    selection: torch.Tensor,
+) -> PanopticDepthResult:
+    """`postprocess_image` again with another instance selection (`ThingCandidates.rerun`)."""
+    device = outputs.mask_embedding.device
+    with torch.inference_mode(), torch.autocast(device_type=device.type, enabled=False):
+        result, _ = postprocess_image(outputs, b, model, cfg, *sizes, *extras, selection=selection.to(device))
+    return result
+
+
+def _checked_selection(selection: torch.Tensor, inst: ThingInstances) -> torch.Tensor:
+    sel = selection.to(device=inst.scores.device, dtype=torch.long).flatten()
+    m = int(inst.scores.numel())
+    if sel.numel() and (int(sel.min()) < 0 or int(sel.max()) >= m or bool((sel[1:] <= sel[:-1]).any())):
+        raise ValueError(f"instance selection must be ascending unique ranks below {m}, got {sel.tolist()}")
+    return sel
 
 
 def _image_kernels(outputs: HeadOutputs, b: int, projection: Any, cfg: ModelConfig) -> ProducedKernels:
@@ -148,35 +215,39 @@ def _image_kernels(outputs: HeadOutputs, b: int, projection: Any, cfg: ModelConf
 
 def _thing_instances(
     things: KernelSet, embed_chw: torch.Tensor, cfg: ModelConfig
-) -> tuple[torch.Tensor, ThingInstances, int]:
-    """Thing mask logits (Eq. 2), rescoring and filtering; also the number of instances that
+) -> tuple[torch.Tensor, ThingInstances, torch.Tensor]:
+    """Thing mask logits (Eq. 2), rescoring and filtering; also the ranks of the instances that
     enter the merge (a prefix: the scores are sorted)."""
     inf = cfg.inference
     thing_logits = mask_logits(things.kernels, embed_chw)
     inst = rescore_things(things, thing_logits, inf.mask_threshold, inf.rescore_min, inf.top_num)
     kept = int((inst.scores >= inf.combine_instance_threshold).sum())
-    return thing_logits, inst, kept
+    return thing_logits, inst, torch.arange(kept, device=inst.scores.device)
 
 
 def _upsampled_things(
     inst: ThingInstances,
-    kept: int,
+    selected: torch.Tensor,
     image_size: tuple[int, int],
     output_size: tuple[int, int],
     mask_threshold: float,
     with_instance_masks: bool,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Full-resolution probabilities of the `kept` instances (for the merge) and, when asked for,
-    the binary masks of all instances; `_CHUNK` instances at a time."""
+    """Full-resolution probabilities of the `selected` instances (for the merge) and, when asked
+    for, the binary masks of all instances; `_CHUNK` instances at a time."""
     out_h, out_w = output_size
     device = inst.probs_lowres.device
-    m = int(inst.classes.numel())
+    chosen = selected.tolist()
+    rows = list(range(int(inst.classes.numel()))) if with_instance_masks else chosen
+    wanted = set(chosen)
     combine_chunks: list[torch.Tensor] = []
     mask_chunks: list[torch.Tensor] = []
-    for start in range(0, m if with_instance_masks else kept, _CHUNK):
-        up = upsample_probs(inst.probs_lowres[start : start + _CHUNK], image_size, output_size)
-        if start < kept:
-            combine_chunks.append(up[: kept - start])
+    for start in range(0, len(rows), _CHUNK):
+        idx = rows[start : start + _CHUNK]
+        up = upsample_probs(inst.probs_lowres[idx], image_size, output_size)
+        keep = [k for k, i in enumerate(idx) if i in wanted]
+        if keep:
+            combine_chunks.append(up if len(keep) == len(idx) else up[keep])
         if with_instance_masks:
             mask_chunks.append(up > mask_threshold)
     combine_probs = (
@@ -212,16 +283,17 @@ def _stuff_maps(
 def _merge(
     combine_probs: torch.Tensor,
     inst: ThingInstances,
-    kept: int,
+    selected: torch.Tensor,
     stuff_probs: torch.Tensor,
     stuff: KernelSet,
     cfg: ModelConfig,
 ) -> MergeResult:
-    """Panoptic merge: PS mode keeps VOID, DPS mode takes the probability argmax."""
+    """Panoptic merge: PS mode keeps VOID, DPS mode takes the probability argmax. The result's
+    `accepted_things` are ranks in `inst` (indices into its score-sorted instances)."""
     inf = cfg.inference
-    return merge_panoptic(
+    merge = merge_panoptic(
         combine_probs,
-        inst.classes[:kept] + cfg.first_thing_id,
+        inst.classes[selected] + cfg.first_thing_id,
         stuff_probs,
         stuff.classes,
         num_classes=cfg.num_classes,
@@ -231,6 +303,8 @@ def _merge(
         stuff_area_limit=inf.stuff_area_limit,
         with_void=not cfg.depth.enabled,
     )
+    merge.accepted_things = selected[merge.accepted_things]
+    return merge
 
 
 def _merged_depth(
@@ -308,6 +382,7 @@ def _build_result(
             areas,
             inst.scores[merge.accepted_things].double(),
             (inst.classes[merge.accepted_things] + cfg.first_thing_id).double(),
+            merge.accepted_things.double(),
             merge.accepted_stuff.double(),
             stuff_score_of_class[merge.accepted_stuff],
         ]
@@ -315,20 +390,23 @@ def _build_result(
     areas_k = host[:slots]
     thing_scores = host[slots : slots + num_things]
     thing_cats = host[slots + num_things : slots + 2 * num_things]
-    stuff_cats = host[slots + 2 * num_things : slots + 2 * num_things + num_stuff]
-    stuff_scores = host[slots + 2 * num_things + num_stuff :]
+    thing_ranks = host[slots + 2 * num_things : slots + 3 * num_things]
+    stuff_cats = host[slots + 3 * num_things : slots + 3 * num_things + num_stuff]
+    stuff_scores = host[slots + 3 * num_things + num_stuff :]
     segments: list[Segment] = []
     slot_rows: list[int] = []
     for k in range(slots):
         if areas_k[k] == 0:
             continue
         slot_rows.append(k)
+        rank = -1
         if k < num_things:
             cat, instance, score = int(thing_cats[k]), k + 1, float(thing_scores[k])
+            rank = int(thing_ranks[k])
         else:
             cat, instance, score = int(stuff_cats[k - num_things]), 0, float(stuff_scores[k - num_things])
         segments.append(
-            Segment(cat * LABEL_DIVISOR + instance, cat, instance, instance > 0, score, int(areas_k[k]))
+            Segment(cat * LABEL_DIVISOR + instance, cat, instance, instance > 0, score, int(areas_k[k]), rank)
         )
     return PanopticDepthResult(
         panoptic=panoptic_hw,
@@ -372,19 +450,28 @@ def postprocess(
     output_sizes: Sequence[tuple[int, int]] | None = None,
     with_instance_masks: bool = True,
     with_sem_seg: bool = True,
+    candidate_score: float | None = None,
 ) -> list[PanopticDepthResult]:
     """One `PanopticDepthResult` per image of the batch, at `output_sizes` (default: the input sizes).
 
     `image_sizes` are the un-padded input sizes (H, W); `model` is the network (or its
     `kernel_projection`), which supplies the thing/stuff kernel projections. Runs in float32
-    whatever precision the network used.
+    whatever precision the network used. `candidate_score`: attach `ThingCandidates` (tracking).
     """
     results = []
     with torch.autocast(device_type=outputs.mask_embedding.device.type, enabled=False):
         for b, size in enumerate(image_sizes):
             out_size = output_sizes[b] if output_sizes is not None else size
             result, _ = postprocess_image(
-                outputs, b, model, cfg, tuple(size), tuple(out_size), with_instance_masks, with_sem_seg
+                outputs,
+                b,
+                model,
+                cfg,
+                tuple(size),
+                tuple(out_size),
+                with_instance_masks,
+                with_sem_seg,
+                candidate_score=candidate_score,
             )
             results.append(result)
     return results

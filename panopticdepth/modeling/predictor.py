@@ -80,6 +80,8 @@ class Predictor:
         # Full-resolution extras of the results (all instance masks, 19-class stuff probabilities).
         self.with_instance_masks = with_instance_masks
         self.with_sem_seg = with_sem_seg
+        # Attach the things scored down to this as `result.candidates` (a tracker may admit them).
+        self.candidate_score: float | None = None
         self.model = model.to(self.device).eval()
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -112,6 +114,7 @@ class Predictor:
                 sizes,
                 with_instance_masks=self.with_instance_masks,
                 with_sem_seg=self.with_sem_seg,
+                candidate_score=self.candidate_score,
             )
 
     def predict(self, image_rgb: np.ndarray | torch.Tensor) -> PanopticDepthResult:

@@ -20,6 +20,13 @@ categories or with a below the threshold are never matched; the rest is an optim
 `memory` frames (occlusions, missed detections), segments without a match open new tracks. Stuff
 keeps one id per class (instance 0) and is left as it is.
 
+Score hysteresis: an object whose instance score dips below the merge's threshold for one frame
+would drop out of that frame. When a result carries `candidates` (`Predictor.candidate_score`),
+tracks left unmatched by the frame's segments are offered its lower-scored instances (score >=
+`low_score`) in a second assignment with the stricter `low_match_threshold`; the matched ones are
+admitted and the frame is merged again with them. Low-score instances never open tracks. This is
+the two-stage association of ByteTrack (Zhang et al., ECCV 2022) on PanopticDepth's segments.
+
 Track ids are the instance part of the panoptic id (category * 1000 + track id), counted per
 category from 1 and wrapping at `max_instance_id` (255: the official RGB prediction PNG holds the
 instance in one 8-bit channel), skipping ids of tracks still alive. No file access, no torch
@@ -61,6 +68,10 @@ class TrackerConfig:
     anchor_similarity: float = 0.9  # kernel cosine of a match trusted for the camera-motion estimate
     max_instance_id: int = 255
     nominal_depth: float = 10.0  # metres, for a model without depth (the position cue is then angular)
+    # Score hysteresis: instances scored >= low_score (below the merge's threshold) may continue a
+    # track with an affinity >= low_match_threshold; low_score = None turns it off.
+    low_score: float | None = 0.05
+    low_match_threshold: float = 0.7
 
 
 @dataclass
@@ -68,6 +79,7 @@ class Observation:
     """One thing segment of a frame, as the tracker sees it."""
 
     index: int  # position in `result.segments`
+    rank: int  # `Segment.rank`: the instance's place in the frame's score order
     category: int
     kernel: np.ndarray | None  # (C,) unit-norm mask kernel
     position: np.ndarray  # (3,) camera-frame centre in metres (x right, y down, z forward)
@@ -135,7 +147,7 @@ def segment_observations(
             continue
         pos = np.array([(u[k] - cx) * z[k] / fx, (v[k] - cy) * z[k] / fy, z[k]])
         kernel = None if kernels is None else _unit(kernels[i])
-        out.append(Observation(i, s.category, kernel, pos, float(z[k])))
+        out.append(Observation(i, s.rank, s.category, kernel, pos, float(z[k])))
     return out
 
 
@@ -152,6 +164,7 @@ class Tracker:
         self.tracks: list[Track] = []
         self.frame = -1
         self.scene_velocity = np.zeros(3)  # median per-frame displacement of matched tracks
+        self._residual = np.zeros(3)  # this frame's camera-motion correction (`associate`)
         self._next_instance: dict[int, int] = {}
 
     # ------------------------------------------------------------------ association
@@ -169,10 +182,16 @@ class Tracker:
         rows, cols = linear_sum_assignment(-affinity)
         return [(int(r), int(c)) for r, c in zip(rows, cols) if affinity[r, c] >= threshold]
 
-    def associate(self, obs: Sequence[Observation]) -> list[tuple[int, int]]:
-        """(track index, observation index) pairs among `self.tracks` for this frame's segments."""
+    def associate(
+        self,
+        obs: Sequence[Observation],
+        tracks: Sequence[Track] | None = None,
+        threshold: float | None = None,
+    ) -> list[tuple[int, int]]:
+        """(track index, observation index) pairs between `tracks` (default: all live tracks) and
+        this frame's segments, with affinity >= `threshold` (default `match_threshold`)."""
         cfg = self.config
-        tracks = self.tracks
+        tracks = self.tracks if tracks is None else tracks
         if not tracks or not obs:
             return []
         same = np.array([[t.category == o.category for o in obs] for t in tracks])
@@ -180,20 +199,22 @@ class Tracker:
         gaps = np.array([self.frame - t.last_frame for t in tracks], np.float64)
         predicted = np.stack([t.position + t.velocity * g for t, g in zip(tracks, gaps)])
         positions = np.stack([o.position for o in obs])
-        # Pass 1 (kernels only): the camera-motion error of the prediction, from confident matches.
         has_kernels = obs[0].kernel is not None and all(t.kernel is not None for t in tracks)
-        residual = np.zeros(3)
-        if has_kernels:
-            anchors = self._assign(np.where(same, sim, _NEVER), cfg.anchor_similarity)
-            if anchors:
-                residual = np.median([positions[j] - predicted[i] for i, j in anchors], axis=0)
+        if threshold is None:
+            # Pass 1 (kernels only): the camera-motion error of the prediction, from confident
+            # matches; kept for this frame's second (low-score) association.
+            self._residual = np.zeros(3)
+            if has_kernels:
+                anchors = self._assign(np.where(same, sim, _NEVER), cfg.anchor_similarity)
+                if anchors:
+                    self._residual = np.median([positions[j] - predicted[i] for i, j in anchors], axis=0)
         # Pass 2: kernels and 3D position after removing that shift.
-        dist2 = ((positions[None, :, :] - (predicted + residual)[:, None, :]) ** 2).sum(-1)
+        dist2 = ((positions[None, :, :] - (predicted + self._residual)[:, None, :]) ** 2).sum(-1)
         sigma = cfg.position_sigma + cfg.position_sigma_rel * np.array([o.depth for o in obs])
         closeness = np.exp(-dist2 / (2.0 * sigma[None, :] ** 2))
         w = cfg.kernel_weight if has_kernels else 0.0
         affinity = np.where(same, w * sim + (1.0 - w) * closeness, _NEVER)
-        return self._assign(affinity, cfg.match_threshold)
+        return self._assign(affinity, cfg.match_threshold if threshold is None else threshold)
 
     # ------------------------------------------------------------------ bookkeeping
     def _new_instance(self, category: int) -> int:
@@ -232,32 +253,57 @@ class Tracker:
     def update(
         self, result: PanopticDepthResult, intrinsics: Intrinsics | None = None
     ) -> PanopticDepthResult:
-        """Relabel the thing segments of the next frame with track ids; returns a new result."""
+        """Relabel the thing segments of the next frame with track ids; returns a new result (merged
+        again when low-score instances were admitted, see the module docstring)."""
         self.frame += 1
         h, w = result.panoptic.shape[-2:]
         intr = intrinsics or self.intrinsics or default_intrinsics(int(h), int(w))
         # Tracks lost for more than `memory` frames are gone.
         self.tracks = [t for t in self.tracks if self.frame - t.last_frame <= self.config.memory + 1]
         obs = segment_observations(result, intr, self.config.nominal_depth)
-        pairs = self.associate(obs)
-        new_ids: dict[int, int] = {}
-        steps = []
-        matched_obs = set()
-        for ti, oj in pairs:
-            track, o = self.tracks[ti], obs[oj]
-            steps.append(self._update_track(track, o))
-            new_ids[o.index] = track.id
-            matched_obs.add(oj)
+        pairs = [(self.tracks[ti], obs[oj]) for ti, oj in self.associate(obs)]
+        matched = {id(t) for t, _ in pairs}
+        unmatched = [t for t in self.tracks if id(t) not in matched]
+        admitted = self._low_score_pairs(result, unmatched, intr)
+        new_ids = {o.index: t.id for t, o in pairs}  # segment index -> track id
+        steps = [self._update_track(t, o) for t, o in [*pairs, *admitted]]
         if steps:
             self.scene_velocity = np.median(np.stack(steps), axis=0)
-        for j, o in enumerate(obs):
-            if j in matched_obs:
+        for o in obs:
+            if o.index in new_ids:
                 continue
             track = Track(o.category, self._new_instance(o.category), o.kernel, o.position,
                           self.scene_velocity.copy(), self.frame)  # fmt: skip
             self.tracks.append(track)
             new_ids[o.index] = track.id
-        return relabel(result, new_ids)
+        if admitted:  # merge again with the admitted instances; segments are found by rank
+            by_rank = {result.segments[i].rank: tid for i, tid in new_ids.items()}
+            by_rank.update({o.rank: t.id for t, o in admitted})
+            result = result.candidates.admit([o.rank for _, o in admitted])
+            new_ids = {i: by_rank[s.rank] for i, s in enumerate(result.segments) if s.rank in by_rank}
+        return replace(relabel(result, new_ids), candidates=None)
+
+    def _low_score_pairs(
+        self, result: PanopticDepthResult, tracks: list[Track], intrinsics: Intrinsics
+    ) -> list[tuple[Track, Observation]]:
+        """Second association: unmatched tracks against the frame's low-score instances."""
+        cfg = self.config
+        candidates = getattr(result, "candidates", None)
+        if not tracks or candidates is None or cfg.low_score is None or not candidates.num_candidates:
+            return []
+        if candidates.min_score > cfg.low_score:
+            raise ValueError(
+                f"the result's candidates go down to score {candidates.min_score}, the tracker's "
+                f"low_score is {cfg.low_score}: set Predictor.candidate_score to at most low_score"
+            )
+        expanded = candidates.expanded()
+        low = [
+            o
+            for o in segment_observations(expanded, intrinsics, cfg.nominal_depth)
+            if o.rank >= candidates.num_selected and expanded.segments[o.index].score >= cfg.low_score
+        ]
+        pairs = self.associate(low, tracks, cfg.low_match_threshold)
+        return [(tracks[ti], low[oj]) for ti, oj in pairs]
 
 
 def relabel(result: PanopticDepthResult, new_ids: dict[int, int]) -> PanopticDepthResult:

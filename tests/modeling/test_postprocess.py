@@ -142,3 +142,30 @@ def test_segment_kernels_follow_the_segment_list():
     # The car's kernel applied to the mask embedding (Eq. 2) is positive on its box only.
     logits = mask_logits(rows[13001][None], _outputs().mask_embedding[0])[0]
     assert bool((logits[BOX] > 0).all()) and float((logits > 0).float().sum()) == logits[BOX].numel()
+
+
+def test_candidates_merge_low_score_things_like_a_lower_threshold():
+    """The car scores below a raised combine threshold: the standard result has no thing, the
+    candidates' expanded merge equals the merge with the threshold lowered below its score, and
+    admitting no candidate gives the standard result back."""
+    from panopticdepth.modeling.postprocess import postprocess_image
+
+    low = _cfg()
+    (reference,) = postprocess(_outputs(), MODEL, low, [(30, 60)])
+    car_score = next(s for s in reference.segments if s.is_thing).score
+    high = _cfg()
+    high.inference.combine_instance_threshold = car_score + 1e-3
+    (standard,) = postprocess(_outputs(), MODEL, high, [(30, 60)], candidate_score=car_score - 1e-3)
+    assert not any(s.is_thing for s in standard.segments)
+    cands = standard.candidates
+    assert (cands.num_selected, cands.num_candidates) == (0, 1)
+    expanded = cands.expanded()
+    assert torch.equal(expanded.panoptic, reference.panoptic) and torch.equal(expanded.depth, reference.depth)
+    assert [s.rank for s in expanded.segments if s.is_thing] == [0]
+    assert all(s.rank == -1 for s in expanded.segments if not s.is_thing)
+    assert torch.equal(cands.admit([]).panoptic, standard.panoptic)
+    # Cut above the car's score: nothing to offer.
+    (none,) = postprocess(_outputs(), MODEL, high, [(30, 60)], candidate_score=car_score + 1e-2)
+    assert none.candidates.num_candidates == 0
+    with pytest.raises(ValueError, match="ascending unique"):
+        postprocess_image(_outputs(), 0, MODEL, high, (30, 60), selection=torch.tensor([3]))

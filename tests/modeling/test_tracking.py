@@ -216,3 +216,86 @@ def test_relabel_swaps_ids_at_once():
     assert _id_at(out, BOXES[0][0], BOXES[0][2]) == CAR * 1000 + 2
     assert _id_at(out, BOXES[1][0], BOXES[1][2]) == CAR * 1000 + 1
     assert _id_at(a, BOXES[0][0], BOXES[0][2]) == CAR * 1000 + 1  # the input is not modified
+
+
+class _Candidates:
+    """Stands in for `postprocess.ThingCandidates`: `expanded` is the frame merged with every
+    low-score instance; `admit` records what the tracker admitted and returns that merge."""
+
+    def __init__(self, num_selected: int, expanded: PanopticDepthResult, min_score: float = 0.05):
+        self.min_score = min_score
+        self.num_selected = num_selected
+        self.num_candidates = sum(s.is_thing for s in expanded.segments) - num_selected
+        self._expanded = expanded
+        self.admitted: list[int] | None = None
+
+    def expanded(self) -> PanopticDepthResult:
+        return self._expanded
+
+    def admit(self, ranks) -> PanopticDepthResult:
+        self.admitted = sorted(ranks)
+        return self._expanded
+
+
+def _ranked(result: PanopticDepthResult, score: float | None = None) -> PanopticDepthResult:
+    """Things get ranks 0, 1, ... in list order (and `score`, when given)."""
+    things = iter(range(len(result.segments)))
+    for s in result.segments:
+        if s.is_thing:
+            s.rank = next(things)
+            s.score = s.score if score is None else score
+    return result
+
+
+def _with_candidate(standard_objects, low_objects, low_score: float = 0.1) -> PanopticDepthResult:
+    standard = _ranked(make_frame(standard_objects))
+    expanded = _ranked(make_frame(standard_objects + low_objects))
+    for s in expanded.segments[len(standard_objects) : len(standard_objects) + len(low_objects)]:
+        s.score = low_score
+    standard.candidates = _Candidates(len(standard_objects), expanded)
+    return standard
+
+
+def test_low_score_instance_continues_its_track():
+    """The car scores under the merge threshold in frame 2: it is admitted back with its id,
+    while frame 2's confident person keeps its own track."""
+    k = _kernels(2)
+    car = (CAR, 1, k[0], BOXES[0], 10.0)
+    person = (PERSON, 1, k[1], BOXES[2], 12.0)
+    tracker = Tracker(intrinsics=INTR)
+    first = tracker.update(_ranked(make_frame([car, person])))
+    car_id, person_id = _id_at(first, 10, 10), _id_at(first, 40, 10)
+    second_in = _with_candidate([person], [(CAR, 2, k[0], (5, 20, 7, 27), 10.0)])
+    second = tracker.update(second_in)
+    assert second_in.candidates.admitted == [1]
+    assert _id_at(second, 10, 10) == car_id and _id_at(second, 40, 10) == person_id
+    assert second.candidates is None
+
+
+def test_low_score_instance_without_a_track_is_not_admitted():
+    """A low-score car that matches no lost track (another kernel, elsewhere) stays out, and opens
+    no track; with `low_score=None` even the matching one stays out."""
+    k = _kernels(3)
+    tracker = Tracker(intrinsics=INTR)
+    tracker.update(_ranked(make_frame([(CAR, 1, k[0], BOXES[0], 10.0)])))
+    frame = _with_candidate([], [(CAR, 1, k[1], BOXES[3], 25.0)])
+    out = tracker.update(frame)
+    assert frame.candidates.admitted is None
+    assert not any(s.is_thing for s in out.segments) and len(tracker.tracks) == 1
+
+    off = Tracker(TrackerConfig(low_score=None), intrinsics=INTR)
+    off.update(_ranked(make_frame([(CAR, 1, k[0], BOXES[0], 10.0)])))
+    frame = _with_candidate([], [(CAR, 2, k[0], BOXES[0], 10.0)])
+    out = off.update(frame)
+    assert frame.candidates.admitted is None and not any(s.is_thing for s in out.segments)
+
+
+def test_candidates_scored_above_low_score_are_refused():
+    """Candidates cut at a higher score than the tracker's low_score would silently miss some."""
+    k = _kernels(1)
+    tracker = Tracker(intrinsics=INTR)
+    tracker.update(_ranked(make_frame([(CAR, 1, k[0], BOXES[0], 10.0)])))
+    frame = _with_candidate([], [(CAR, 1, k[0], BOXES[0], 10.0)])
+    frame.candidates.min_score = 0.15
+    with pytest.raises(ValueError, match="candidate_score"):
+        tracker.update(frame)
