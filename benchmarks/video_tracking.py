@@ -150,6 +150,48 @@ def consistency(stats: dict, frames, preds) -> None:
                 stats[key] = [kept + (pid == found[t - 2][gid][0]), n + 1]
 
 
+AREA_BINS = (100, 400, 1600)  # pixels, for the detection table
+
+
+def _best_iou(pan: np.ndarray, ids: list[int], mask: np.ndarray) -> float:
+    best = 0.0
+    for pid in ids:
+        pm = pan == pid
+        inter = int((pm & mask).sum())
+        if inter:
+            best = max(best, inter / int((pm | mask).sum()))
+    return best
+
+
+def detection(stats: dict, frames, results) -> None:
+    """Per-frame recall of GT things (a segment with IoU > 0.5) by area, and how many of the missed
+    ones a low-score instance (`result.candidates`) would have covered."""
+    for frame, result in zip(frames, results):
+        gt = frame.panoptic.astype(np.int64)
+        pan = result.panoptic.cpu().numpy()
+        found_ids = [s.id for s in result.segments if s.is_thing]
+        cands = result.candidates
+        low_pan, low_ids = None, []
+        if cands is not None and cands.num_candidates:
+            expanded = cands.expanded()
+            low_pan = expanded.panoptic.cpu().numpy()
+            low_ids = [s.id for s in expanded.segments if s.is_thing and s.rank >= cands.num_selected]
+        for gid in np.unique(gt):
+            if gid % 1000 == 0 or gid >= VOID:
+                continue
+            mask = gt == gid
+            area = int(mask.sum())
+            lower = max([0, *(b for b in AREA_BINS if area >= b)])
+            upper = min([b for b in AREA_BINS if area < b], default=None)
+            key = f"{lower}-{upper - 1} px" if upper else f">= {lower} px"
+            row = stats.setdefault(key, [0, 0, 0])
+            row[0] += 1
+            if _best_iou(pan, found_ids, mask) > 0.5:
+                row[1] += 1
+            elif low_pan is not None and _best_iou(low_pan, low_ids, mask) > 0.5:
+                row[2] += 1
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--weights", required=True, help="model folder")
@@ -180,12 +222,14 @@ def main() -> None:
         name: DPSEvaluator(lambdas=(0.5, 0.25, 0.1), frames=WINDOWS, depth_metrics=False) for name in variants
     }
     switch_stats: dict[str, dict] = {"per-frame ids": {}, "tracked": {}}
+    detection_stats: dict[str, list[int]] = {}
     t_infer = 0.0
     for s in range(args.sequences):
         frames = generate_sequence(args.seed, s, args.length, h, w, frame_step=args.frame_step)
         t0 = time.perf_counter()
         results = predictor.predict_batch([f.image for f in frames], batch_size=args.batch_size)
         t_infer += time.perf_counter() - t0
+        detection(detection_stats, frames, results)
         rng = np.random.default_rng([args.seed, s])
         gt_results = [gt_result(f, rng) for f in frames] if args.gt_segments else []
         for name, run in variants.items():
@@ -232,6 +276,13 @@ def main() -> None:
         for key in sorted(stats):
             kept, n = stats[key]
             print(f"| {name} | {key}: {n} | {100 * kept / max(n, 1):.0f} % |")
+    print()
+    print("| GT thing area | GT things | found (IoU > 0.5) | missed, a low-score instance covers it |")
+    print("|---|---|---|---|")
+    for key in sorted(detection_stats, key=lambda k: int(k.lstrip(">= ").split("-")[0].split()[0])):
+        n, hit, low = detection_stats[key]
+        print(f"| {key} | {n} | {100 * hit / n:.0f} % | {100 * low / n:.0f} % |")
+    out["detection"] = detection_stats
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1, default=float)
