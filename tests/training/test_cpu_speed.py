@@ -209,3 +209,22 @@ def test_fused_adam_updates_channels_last_weights_through_contiguous_views(monke
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(
             sa["exp_avg_sq"], sb["exp_avg_sq"]
         ), name
+
+
+def test_bf16_channels_last_outputs_reach_the_losses_as_plain_float32():
+    cfg = small_cfg("solver.amp=bf16", "train.channels_last=true")
+    torch.manual_seed(0)
+    model = apply_channels_last(build_model(cfg.model), True).train()
+    seen = {}
+
+    def criterion(samples, outputs, padded_size, projection, cfg):
+        seen["outputs"] = outputs
+        return {"loss": sum(t.sum() for t in tensors(outputs) if t.is_floating_point())}
+
+    batch = samples()
+    x, _ = preprocess([s["image"] for s in batch], cfg.model)
+    LossModule(model, criterion, cfg, torch.device("cpu"))(x, batch, (int(x.shape[-2]), int(x.shape[-1])))
+    out = tensors(seen["outputs"])
+    assert len(out) > 5
+    # float32 in the layout the losses flatten without copies (the forward ran channels_last)
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in out if t.is_floating_point())
