@@ -27,11 +27,12 @@ class GroupNorm(nn.GroupNorm):
     heads' 64 channels in 16 groups): one thread, bf16, forward + backward of a (4, 64, 16, 32) map
     take 2.2 ms channels_last and 0.66 ms with the two layout conversions (0.1 ms each) around the
     plain kernel; on the 32x64 maps the channels_last kernel is the faster one. An NCHW input (the
-    default layout) takes `nn.GroupNorm`'s path unchanged.
+    default layout) and any input on an accelerator take `nn.GroupNorm`'s path unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if is_channels_last(x) and x.shape[-2] * x.shape[-1] < GROUP_NORM_NHWC_MIN_POSITIONS:
+        small = x.shape[-2] * x.shape[-1] < GROUP_NORM_NHWC_MIN_POSITIONS
+        if x.device.type == "cpu" and small and is_channels_last(x):
             y = F.group_norm(x.contiguous(), self.num_groups, self.weight, self.bias, self.eps)
             return y.contiguous(memory_format=torch.channels_last)
         return super().forward(x)
