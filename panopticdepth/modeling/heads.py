@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .deform_conv import ModulatedDeformConv2d, normal_fill
+from .layout import is_channels_last
 from .semantic_fpn import make_norm
 
 
@@ -43,6 +44,12 @@ def append_coords(x_bchw: torch.Tensor) -> torch.Tensor:
     b, _, h, w = x_bchw.shape
     rows = _ramp(h, x_bchw)
     cols = _ramp(w, x_bchw)
+    if is_channels_last(x_bchw):
+        # The same values as below, as one (B, 2, H, W) channels_last tensor: `cat` keeps the
+        # layout only when all its inputs share it, and a plain (NCHW) result would cost the
+        # following convolution a layout conversion, forward and backward (train.channels_last).
+        grid = torch.stack([rows.view(1, h, 1).expand(b, h, w), cols.view(1, 1, w).expand(b, h, w)], -1)
+        return torch.cat([x_bchw, grid.permute(0, 3, 1, 2)], dim=1)
     grid_r = rows.view(1, 1, h, 1).expand(b, 1, h, w)
     grid_c = cols.view(1, 1, 1, w).expand(b, 1, h, w)
     return torch.cat([x_bchw, grid_r, grid_c], dim=1)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .deform_conv import c2_msra_fill
+from .layout import GroupNorm
 
 
 class ConvNormReLU(nn.Module):
@@ -25,9 +26,10 @@ class ConvNormReLU(nn.Module):
 
 
 def make_norm(norm: str, channels: int, groups: int) -> nn.Module:
-    """The heads' normalisation layer by config name: "GN", or "" / "none" for identity."""
+    """The heads' normalisation layer by config name: "GN" (`nn.GroupNorm`, channels_last-aware:
+    `layout.GroupNorm`), or "" / "none" for identity."""
     if norm == "GN":
-        return nn.GroupNorm(groups, channels)
+        return GroupNorm(groups, channels)
     if norm in ("", "none", None):
         return nn.Identity()
     raise ValueError(f"head norm must be 'GN' or '', got {norm!r}")

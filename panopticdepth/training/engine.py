@@ -95,9 +95,13 @@ def default_criterion(
 
 
 def _to_float(obj: Any) -> Any:
-    """Cast the floating tensors of (nested dataclass) outputs to float32 after autocast."""
+    """Cast the floating tensors of (nested dataclass) outputs to float32 after autocast, in the
+    plain (NCHW) layout: the losses flatten and mix the maps with NCHW targets, which copies or
+    slows down channels_last inputs (`train.channels_last`); one cast does both, same values."""
     if isinstance(obj, torch.Tensor):
-        return obj.float() if obj.is_floating_point() else obj
+        if not obj.is_floating_point():
+            return obj
+        return obj.to(torch.float32, memory_format=torch.contiguous_format)
     if isinstance(obj, list):
         return [_to_float(v) for v in obj]
     if isinstance(obj, dict):

@@ -187,6 +187,10 @@ def _bilinear_chunked(
     `mode="area"` (pixel averages) serves sparse labels, whose scan lines bilinear sampling of two
     rows in four would miss (docs/label_spaces.md#sparse-labels).
     """
+    if mode == "bilinear" and masks_nhw.dtype == torch.bool:
+        taps = _bilinear_taps(masks_nhw, size)
+        if taps is not None:
+            return _mean_of_taps(taps)
     extra = {"align_corners": False} if mode == "bilinear" else {}
     parts = [
         F.interpolate(masks_nhw[i : i + chunk].float()[None], size=size, mode=mode, **extra)[0]
@@ -195,6 +199,30 @@ def _bilinear_chunked(
     if not parts:
         return torch.zeros((0, *size), device=masks_nhw.device)
     return torch.cat(parts)
+
+
+def _bilinear_taps(x_nhw: torch.Tensor, size: tuple[int, int]) -> list[torch.Tensor] | None:
+    """The four (N, h, w) grids that bilinear resizing (align_corners=False) to `size` averages,
+    each with weight 1/4, when both sides shrink by an even integer factor s (x4: the central 2x2
+    of every 4x4 block, docs/original_implementation.md#bilinear-no-antialias): output row i lies
+    halfway between input rows s*i + s/2 - 1 and s*i + s/2, likewise for columns. None otherwise.
+    """
+    (big_h, big_w), (h, w) = x_nhw.shape[-2:], size
+    if h <= 0 or w <= 0 or big_h % h or big_w % w or (big_h // h) % 2 or (big_w // w) % 2:
+        return None
+    sh, sw = big_h // h, big_w // w
+    rows = [x_nhw[..., sh // 2 - 1 :: sh, :], x_nhw[..., sh // 2 :: sh, :]]
+    return [r[..., c::sw] for r in rows for c in (sw // 2 - 1, sw // 2)]
+
+
+def _mean_of_taps(taps: list[torch.Tensor]) -> torch.Tensor:
+    """Mean of four boolean grids as float32: count / 4, exactly the value the bilinear kernel
+    computes from 0/1 inputs with weights 1/4 (every partial sum is a multiple of 1/4), read from
+    a quarter of the pixels and without a float copy of the full-resolution maps."""
+    count = taps[0].to(torch.uint8)
+    for tap in taps[1:]:
+        count = count + tap.to(torch.uint8)
+    return count.float() * 0.25
 
 
 def _mass_centers(soft_nhw: torch.Tensor) -> torch.Tensor:
@@ -290,7 +318,10 @@ def _stuff_semantics(
     sem = sample["semantic"].to(device=device, dtype=torch.int64)
     h4, w4 = _downsampled_size(*sem.shape, stride)
     classes = torch.arange(num_classes, device=device).view(-1, 1, 1)
-    if labeled is None:
+    taps = _bilinear_taps(sem.unsqueeze(0), (h4, w4)) if labeled is None else None
+    if taps is not None:  # one-hot of the sampled pixels only: the same values, 1/4 of the work
+        small = _mean_of_taps([tap == classes for tap in taps])
+    elif labeled is None:
         small = _bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4))
     else:
         small = _per_labeled(_bilinear_chunked(sem.unsqueeze(0) == classes, (h4, w4), mode="area"), labeled)

@@ -100,6 +100,17 @@ def test_coord_channels_order():
             assert float(y[1, 4, i, j]) == pytest.approx(float(cols[j]))  # varies along width
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_coords_keep_a_channels_last_input_channels_last(dtype):
+    x = torch.randn(2, 6, 5, 7).to(dtype)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    y, y_cl = append_coords(x), append_coords(x_cl)
+    assert y.is_contiguous()
+    # the same values, in the input's layout (the next conv then needs no layout conversion)
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and not y_cl.is_contiguous()
+    assert y_cl.dtype == dtype and torch.equal(y_cl, y)
+
+
 def test_coords_are_linspace_eagerly_and_dynamic_under_export():
     # Eager: torch.linspace's own bits (what the oracle was made with).
     x = torch.zeros(1, 1, 7, 13)
@@ -202,3 +213,41 @@ def test_set_deform_impl_switches_deformable_convs_only():
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)  # same function, another kernel
     with pytest.raises(ValueError, match="unknown deformable conv"):
         set_deform_impl(model, "cuda-magic")
+
+
+@pytest.mark.parametrize("size, plain_kernel", [((8, 16), True), ((32, 64), False)])
+def test_group_norm_gives_the_plain_layout_values_in_the_input_layout(monkeypatch, size, plain_kernel):
+    import torch.nn.functional as F
+
+    from panopticdepth.modeling.layout import GroupNorm
+    from panopticdepth.modeling.semantic_fpn import make_norm
+
+    kernel_inputs: list[torch.Tensor] = []
+    group_norm = F.group_norm
+
+    def spy(x, *args, **kwargs):
+        kernel_inputs.append(x)
+        return group_norm(x, *args, **kwargs)
+
+    monkeypatch.setattr(F, "group_norm", spy)
+    assert isinstance(make_norm("GN", 16, 4), GroupNorm)  # the heads' and semantic FPN's norm
+    torch.manual_seed(0)
+    gn = GroupNorm(4, 16)
+    with torch.no_grad():
+        gn.weight.uniform_(0.5, 1.5)
+        gn.bias.uniform_(-0.5, 0.5)
+    ref = torch.nn.GroupNorm(4, 16)
+    ref.load_state_dict(gn.state_dict())
+    x = torch.randn(2, 16, *size)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    x = x.requires_grad_(True)
+    y, y_cl = ref(x), gn(x_cl)
+    # a small channels_last map goes through the plain kernel, a large one keeps its layout
+    assert kernel_inputs[-1].is_contiguous() is plain_kernel
+    assert torch.equal(gn(x.detach()), ref(x.detach()))  # NCHW: nn.GroupNorm's own path
+    assert y_cl.is_contiguous(memory_format=torch.channels_last) and not y_cl.is_contiguous()
+    torch.testing.assert_close(y_cl, y, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y)
+    y.backward(g)
+    y_cl.backward(g.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(x_cl.grad, x.grad, rtol=1e-4, atol=1e-5)

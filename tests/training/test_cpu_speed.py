@@ -169,3 +169,62 @@ def test_trainer_applies_channels_last(tmp_path):
     cfg_off = small_cfg("train.device=cpu")
     trainer_off = Trainer(cfg_off, tmp_path / "off", train_dataset=[])
     assert all(p.is_contiguous() for p in trainer_off.model.parameters())
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_fused_adam_updates_channels_last_weights_through_contiguous_views(monkeypatch, optimizer):
+    cfg = small_cfg("solver.fused_optimizer=true", f"solver.optimizer={optimizer}")
+    torch.manual_seed(0)
+    ref = build_model(cfg.model)
+    torch.manual_seed(0)
+    fast = apply_channels_last(build_model(cfg.model), True)
+    seen: list[torch.Tensor] = []
+    kernel = torch._fused_adam_ if optimizer == "adam" else torch._fused_adamw_
+
+    def spy(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs):
+        seen.extend([*params, *grads, *exp_avgs, *exp_avg_sqs])
+        return kernel(params, grads, exp_avgs, exp_avg_sqs, *args, **kwargs)
+
+    opts = [build_optimizer(m, cfg.solver) for m in (ref, fast)]
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(p.shape, generator=g) for p in ref.parameters()]
+    for _ in range(3):
+        for model, opt in zip((ref, fast), opts):
+            for p, gr in zip(model.parameters(), grads):
+                p.grad = torch.empty_like(p).copy_(gr)  # in the parameter's layout, as autograd does
+            if model is fast:
+                monkeypatch.setattr(torch, "_fused_adam_" if optimizer == "adam" else "_fused_adamw_", spy)
+            opt.step()
+            monkeypatch.undo()
+    # the kernel saw only contiguous tensors (no internal copies), and the weights stayed channels_last
+    assert seen and all(t.is_contiguous() for t in seen)
+    convs = [m.weight for m in fast.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    assert convs and all(
+        w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs
+    )
+    # the same float32 update as on the default layout, bit for bit
+    for (name, a), b in zip(ref.named_parameters(), fast.parameters()):
+        assert torch.equal(a, b), name
+        sa, sb = opts[0].state[a], opts[1].state[b]
+        assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(
+            sa["exp_avg_sq"], sb["exp_avg_sq"]
+        ), name
+
+
+def test_bf16_channels_last_outputs_reach_the_losses_as_plain_float32():
+    cfg = small_cfg("solver.amp=bf16", "train.channels_last=true")
+    torch.manual_seed(0)
+    model = apply_channels_last(build_model(cfg.model), True).train()
+    seen = {}
+
+    def criterion(samples, outputs, padded_size, projection, cfg):
+        seen["outputs"] = outputs
+        return {"loss": sum(t.sum() for t in tensors(outputs) if t.is_floating_point())}
+
+    batch = samples()
+    x, _ = preprocess([s["image"] for s in batch], cfg.model)
+    LossModule(model, criterion, cfg, torch.device("cpu"))(x, batch, (int(x.shape[-2]), int(x.shape[-1])))
+    out = tensors(seen["outputs"])
+    assert len(out) > 5
+    # float32 in the layout the losses flatten without copies (the forward ran channels_last)
+    assert all(t.dtype == torch.float32 and t.is_contiguous() for t in out if t.is_floating_point())

@@ -208,3 +208,35 @@ def test_inconsistent_instances_are_data_errors():
     cfg.train.targets.tensor_dim = 1
     with pytest.raises(DataError, match="tensor_dim"):
         build_targets([make_sample()], fake_outputs(1, (64, 128)), (64, 128), cfg)
+
+
+@pytest.mark.parametrize(
+    "big, small",
+    [
+        ((128, 256), (32, 64)),
+        ((64, 128), (16, 32)),
+        ((64, 96), (32, 16)),
+        ((96, 64), (16, 8)),
+        ((60, 80), (15, 20)),
+        ((30, 50), (10, 10)),  # odd factors: the kernel itself
+    ],
+)
+def test_downsampled_binary_maps_are_the_bilinear_kernels_values(big, small):
+    from panopticdepth.training.targets import _bilinear_chunked, _stuff_semantics
+
+    g = torch.Generator().manual_seed(3)
+    masks = torch.rand((11, *big), generator=g) > 0.5
+    want = F.interpolate(masks.float()[None], size=small, mode="bilinear", align_corners=False)[0]
+    got = _bilinear_chunked(masks, small)
+    assert got.dtype == torch.float32 and torch.equal(got, want)  # bit for bit, sampled or not
+    # semantic maps with the ignore label and ids outside the classes: zero rows, as the one-hot has
+    sem = torch.randint(0, 24, big, generator=g)
+    sem[:5] = 255
+    stride = big[0] // small[0]
+    if big[1] // small[1] == stride:
+        classes = torch.arange(19).view(-1, 1, 1)
+        ref = F.interpolate((sem == classes).float()[None], size=small, mode="bilinear", align_corners=False)[
+            0
+        ]
+        got = _stuff_semantics({"semantic": sem}, 19, 255, stride, small, torch.device("cpu"))
+        assert torch.equal(got, ref)
