@@ -37,7 +37,7 @@ from .utils.files import atomic_write_text
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "synthetic/small_cpu.yaml"
-# The same model with bf16 autocast, channels_last and the fused Adam: 0.61x the float32 step time
+# The same model with bf16 autocast, channels_last and the fused Adam: ~0.6x the float32 step time
 # on CPUs that compute bf16 natively (benchmarks/README.md, training step), slower elsewhere.
 BF16_CONFIG_NAME = "synthetic/small_cpu_bf16.yaml"
 
