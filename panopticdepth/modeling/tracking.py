@@ -186,10 +186,14 @@ class Tracker:
         self,
         obs: Sequence[Observation],
         tracks: Sequence[Track] | None = None,
+        *,
         threshold: float | None = None,
+        reuse_camera_motion: bool = False,
     ) -> list[tuple[int, int]]:
         """(track index, observation index) pairs between `tracks` (default: all live tracks) and
-        this frame's segments, with affinity >= `threshold` (default `match_threshold`)."""
+        this frame's segments, with affinity >= `threshold` (default `match_threshold`).
+        `reuse_camera_motion`: keep the frame's camera-motion estimate from the first association
+        instead of measuring it again (the second, low-score association)."""
         cfg = self.config
         tracks = self.tracks if tracks is None else tracks
         if not tracks or not obs:
@@ -200,7 +204,7 @@ class Tracker:
         predicted = np.stack([t.position + t.velocity * g for t, g in zip(tracks, gaps)])
         positions = np.stack([o.position for o in obs])
         has_kernels = obs[0].kernel is not None and all(t.kernel is not None for t in tracks)
-        if threshold is None:
+        if not reuse_camera_motion:
             # Pass 1 (kernels only): the camera-motion error of the prediction, from confident
             # matches; kept for this frame's second (low-score) association.
             self._residual = np.zeros(3)
@@ -302,7 +306,7 @@ class Tracker:
             for o in segment_observations(expanded, intrinsics, cfg.nominal_depth)
             if o.rank >= candidates.num_selected and expanded.segments[o.index].score >= cfg.low_score
         ]
-        pairs = self.associate(low, tracks, cfg.low_match_threshold)
+        pairs = self.associate(low, tracks, threshold=cfg.low_match_threshold, reuse_camera_motion=True)
         return [(tracks[ti], low[oj]) for ti, oj in pairs]
 
 
