@@ -243,12 +243,12 @@ def _run_model(args: argparse.Namespace) -> dict:
     n = len(dataset) if args.limit is None else min(len(dataset), args.limit)
     max_depth = float(cfg.eval.max_depth)
     track = SequenceTracking.from_args(args)  # frames of a sequence come in order
-    track.prepare(predictor)
     for i in progress(range(n), desc="evaluate", unit="image"):
         sample = dataset[i]
         image = sample["image"].permute(1, 2, 0).numpy()
-        result = predictor.predict(np.ascontiguousarray(image))
-        result = track(sample.get("meta", {}).get("sequence"), result)
+        sequence = sample.get("meta", {}).get("sequence")
+        track.prepare(predictor, [sequence])
+        result = track(sequence, predictor.predict(np.ascontiguousarray(image)))
         pred = to_numpy(result.panoptic).astype(np.int64)
         # Unassigned pixels (negative or category >= num_classes) are void for the evaluator.
         pred[(pred < 0) | (pred // LABEL_DIVISOR >= cfg.model.num_classes)] = VOID_ID

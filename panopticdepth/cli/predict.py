@@ -217,7 +217,6 @@ def run(args: argparse.Namespace) -> int:
         SequenceTracking.from_args(args),
         PanelVideos.from_args(out_dir, args, predictor.label_space),
     )
-    track.prepare(predictor)
 
     def failed(where: str, err: BaseException) -> None:
         text = user_message(err) if isinstance(err, PanopticDepthError) else f"{type(err).__name__}: {err}"
@@ -240,6 +239,7 @@ def run(args: argparse.Namespace) -> int:
 
     def flush() -> None:
         try:
+            track.prepare(predictor, [f.sequence for f in pending])
             results = predictor.predict_batch([f.image for f in pending], batch_size=args.batch_size)
             write(pending, results)
         except (PanopticDepthError, RuntimeError, ValueError) as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,13 @@ class SequenceTracking:
             not args.no_track, args.track_memory, getattr(args, "intrinsics", None), args.track_low_score
         )
 
-    def prepare(self, predictor: Any) -> None:
-        """Have `predictor` attach the low-score instances the tracker may admit."""
-        if self.enabled and self.config.low_score is not None:
-            predictor.candidate_score = self.config.low_score
+    def prepare(self, predictor: Any, sequences: Iterable[Hashable]) -> None:
+        """Have `predictor` attach the low-score instances the tracker may admit to the results of
+        the next frames, from `sequences` (None: a lone image), when any of them is tracked. The
+        candidates keep the batch's head outputs alive (for the re-merge), so lone images skip them."""
+        tracked = any(s is not None for s in sequences)
+        wanted = self.enabled and self.config.low_score is not None and tracked
+        predictor.candidate_score = self.config.low_score if wanted else None
 
     def __call__(self, sequence: Hashable, result: Any) -> Any:
         if not self.enabled or sequence is None or getattr(result, "segments", None) is None:
