@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
+from . import load_benchmark
 
 
 def test_gpu_check_smoke_on_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("gpu_check")
     report = module.main(["--device", "cpu", "--smoke", "--out", str(tmp_path / "report.md")])
     lines = report.splitlines()
     train_rows = [x for x in lines if x.startswith(("| none |", "| bf16 | ok"))]

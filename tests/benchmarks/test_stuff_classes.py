@@ -3,7 +3,6 @@ consistent (a kernel needs a score >= the region threshold, both need the class 
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,13 @@ from panopticdepth.config import load_config
 from panopticdepth.data.sample import make_sample
 from panopticdepth.modeling import build_model
 
+from . import load_benchmark
+
 REPO = Path(__file__).resolve().parents[2]
-SCRIPT = REPO / "benchmarks" / "stuff_classes.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("stuff_classes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("stuff_classes")
 
 
 def small_model():
