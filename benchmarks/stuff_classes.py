@@ -58,7 +58,9 @@ def held_out(model, cfg, samples: list[dict]) -> dict[str, np.ndarray]:
         x, sizes = preprocess([sample["image"]], cfg.model)
         with torch.inference_mode():
             outputs = model(x)
-            result, details = postprocess_image(outputs, 0, model, cfg.model, sizes[0], None, False, False)
+            result, details = postprocess_image(
+                outputs, 0, model, cfg.model, sizes[0], with_instance_masks=False, with_sem_seg=False
+            )
         region = [torch.sigmoid(lv.region_logits[0].float()).flatten(1).amax(1) for lv in outputs.levels]
         best = torch.stack(region).amax(0)
         with_kernel = set(details.kernels.stuff.classes.tolist())

@@ -17,10 +17,6 @@ from . import load_benchmark
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load_script():
-    return load_benchmark("stuff_classes")
-
-
 def small_model():
     cfg = load_config(REPO / "configs/synthetic/small_cpu.yaml", ["model.backbone.pretrained="])
     cfg.model.num_classes, cfg.model.num_thing_classes, cfg.model.first_thing_id = 19, 8, 11
@@ -43,7 +39,7 @@ def striped_sample(pole_columns: slice | None) -> dict:
 
 
 def test_target_coverage_counts_what_the_targets_mark():
-    mod = load_script()
+    mod = load_benchmark("stuff_classes")
     model, cfg = small_model()
     # The x4 bilinear reduction reads columns 4j+1 and 4j+2
     # (docs/original_implementation.md#bilinear-no-antialias), the stride-8 map then averages two
@@ -59,7 +55,7 @@ def test_target_coverage_counts_what_the_targets_mark():
 
 
 def test_held_out_counts_are_consistent():
-    mod = load_script()
+    mod = load_benchmark("stuff_classes")
     model, cfg = small_model()
     stats = mod.held_out(model, cfg, [striped_sample(None), striped_sample(slice(70, 72))])
     assert stats["holding"][0] == stats["holding"][10] == 2 and stats["holding"][5] == 1

@@ -7,12 +7,8 @@ import pytest
 from . import load_benchmark
 
 
-def load_script():
-    return load_benchmark("train_step")
-
-
 def test_variant_overrides():
-    mod = load_script()
+    mod = load_benchmark("train_step")
     assert mod.variant_overrides("fp32") == ["solver.amp=none"]
     assert mod.variant_overrides("bf16+cl+fused") == [
         "solver.amp=bf16",
@@ -24,7 +20,7 @@ def test_variant_overrides():
 
 
 def test_curve_smoke(capsys):
-    mod = load_script()
+    mod = load_benchmark("train_step")
     mod.CASES["tiny"] = ("configs/synthetic/small_cpu.yaml", [], 64, 128, 2)
     mod.curve("tiny", ["fp32", "bf16+cl"], iters=2, threads=1, every=1, pool=3)
     out = capsys.readouterr().out.splitlines()
