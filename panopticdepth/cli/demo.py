@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="wall-clock budget for the whole run, data to pictures (default 9)",
     )
     p.add_argument(
-        "--num-train", type=int, default=240, metavar="N", help="synthetic train images (default 240)"
+        "--num-train", type=int, default=2004, metavar="N", help="synthetic train images (default 2004)"
     )
     p.add_argument("--num-val", type=int, default=30, metavar="N", help="held-out val images (default 30)")
     p.add_argument(

@@ -45,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="image size (default 256x512; 376x1241 for --format semkitti)",
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="render in N processes (independent cityscapes-dps scenes; same files)")  # fmt: skip
     p.add_argument(
         "--depth-noise",
         choices=("none", "stereo"),
@@ -92,9 +94,8 @@ def run(args: argparse.Namespace) -> int:
             raise PanopticDepthError("--depth-noise applies to the cityscapes-dps format (dense depth)")
         folder = write_semkitti_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
     else:
-        folder = write_dataset(
-            args.out, args.split, args.num, height=h, width=w, seed=args.seed, depth_noise=args.depth_noise
-        )
+        options = {"seed": args.seed, "depth_noise": args.depth_noise, "workers": args.workers}
+        folder = write_dataset(args.out, args.split, args.num, height=h, width=w, **options)
     print(f"wrote {args.num} frames of height {h} x width {w} (--size {h}x{w}) to {folder}")
     return 0
 

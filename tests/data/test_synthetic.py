@@ -134,3 +134,16 @@ def test_cityscapes_output_is_pinned():
         for a in (f.image, f.panoptic, f.depth):
             h.update(a.tobytes())
     assert h.hexdigest() == "2449fbbb40761eb14b4d480c32ae3e7223d990e0f0af612330d8b989edb5bc0c"
+
+
+def test_worker_processes_write_the_same_files(tmp_path):
+    from panopticdepth.data.synthetic import write_dataset
+
+    one = write_dataset(tmp_path / "one", "train", 6, height=32, width=64, seed=5)
+    two = write_dataset(tmp_path / "two", "train", 6, height=32, width=64, seed=5, workers=2)
+    names = sorted(p.name for p in one.iterdir())
+    assert len(names) == 18 and names == sorted(p.name for p in two.iterdir())
+    for name in names:
+        assert (one / name).read_bytes() == (two / name).read_bytes(), name
+    index = "dvps_cityscapes_train.json"
+    assert (one.parent / index).read_text() == (two.parent / index).read_text()

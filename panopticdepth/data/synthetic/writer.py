@@ -7,9 +7,12 @@ sequences (`motion.py`) whose ground-truth instance ids are kept across the fram
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -118,9 +121,11 @@ def write_dataset(
     width: int = 512,
     seed: int = 0,
     depth_noise: str | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write `num` frames to `out/video_sequence/{split}/` and the index JSON beside that folder;
-    `depth_noise` as in `generate`."""
+    `depth_noise` as in `generate`. `workers` > 1 renders in that many processes (the same files:
+    a frame is a pure function of (seed, index))."""
     folder = split_dir(out, split)
     folder.mkdir(parents=True, exist_ok=True)
     if num % FRAMES_PER_SEQUENCE:
@@ -128,14 +133,25 @@ def write_dataset(
             "%d frames is not a multiple of %d: the last sequence is short (official DVPQ needs 6)",
             num, FRAMES_PER_SEQUENCE,
         )  # fmt: skip
-    entries = []
-    for i in progress(range(num), desc=f"synth {split}", unit="img"):
-        entries.append(
-            write_frame(folder, synth_prefix(i), generate(seed, i, height, width, depth_noise=depth_noise))
-        )
+    job = functools.partial(_write_scene, folder, seed, height, width, depth_noise)
+    bar = functools.partial(progress, total=num, desc=f"synth {split}", unit="img")
+    if workers <= 1 or num < 2 * workers:
+        entries = list(bar(map(job, range(num))))
+    else:
+        # fork: the children only render with numpy and write PNGs (as data-loader workers do)
+        ctx = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            entries = list(bar(pool.map(job, range(num), chunksize=max(1, num // (8 * workers)))))
     index = folder.parent / f"dvps_cityscapes_{split}.json"
     atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
     return folder
+
+
+def _write_scene(
+    folder: Path, seed: int, height: int, width: int, depth_noise: str | None, index: int
+) -> dict:
+    frame = generate(seed, index, height, width, depth_noise=depth_noise)
+    return write_frame(folder, synth_prefix(index), frame)
 
 
 def write_sequences(
