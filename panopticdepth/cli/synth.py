@@ -46,7 +46,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="render in N processes (independent cityscapes-dps scenes; same files)")  # fmt: skip
+                   help="render in N processes (default 1; the files are the same)")  # fmt: skip
     p.add_argument(
         "--depth-noise",
         choices=("none", "stereo"),
@@ -78,8 +78,8 @@ FORMAT_DEFAULTS = {"cityscapes-dps": ((256, 512), 5, 17.0), "semkitti": ((376, 1
 def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import write_dataset, write_semkitti_dataset
 
-    if args.num < 1:
-        raise PanopticDepthError(f"--num must be >= 1 (got {args.num})")
+    if args.num < 1 or args.workers < 1:
+        raise PanopticDepthError(f"--num and --workers must be >= 1 (got {args.num} and {args.workers})")
     fmt = args.format
     size, step, fps = FORMAT_DEFAULTS[fmt]
     h, w = args.size or size
@@ -92,7 +92,9 @@ def run(args: argparse.Namespace) -> int:
     if fmt == "semkitti":
         if args.depth_noise != "none":
             raise PanopticDepthError("--depth-noise applies to the cityscapes-dps format (dense depth)")
-        folder = write_semkitti_dataset(args.out, args.split, args.num, height=h, width=w, seed=args.seed)
+        folder = write_semkitti_dataset(
+            args.out, args.split, args.num, height=h, width=w, seed=args.seed, workers=args.workers
+        )
     else:
         options = {"seed": args.seed, "depth_noise": args.depth_noise, "workers": args.workers}
         folder = write_dataset(args.out, args.split, args.num, height=h, width=w, **options)
@@ -112,7 +114,7 @@ def _run_moving(args: argparse.Namespace, h: int, w: int) -> int:
     write = write_semkitti_sequences if args.format == "semkitti" else write_sequences
     folder = write(
         args.out, args.split, n_seq, length, height=h, width=w, seed=args.seed,
-        frame_step=args.frame_step, fps=args.fps,
+        frame_step=args.frame_step, fps=args.fps, workers=args.workers,
     )  # fmt: skip
     print(f"wrote {n_seq} moving sequences of {length} frames ({w}x{h}) to {folder}")
     return 0

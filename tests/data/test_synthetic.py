@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from panopticdepth.config.data import DataConfig
+from panopticdepth.data import synthetic
 from panopticdepth.data.build import build_dataset
 from panopticdepth.data.synthetic import generate, synth_prefix
 
@@ -136,14 +137,28 @@ def test_cityscapes_output_is_pinned():
     assert h.hexdigest() == "2449fbbb40761eb14b4d480c32ae3e7223d990e0f0af612330d8b989edb5bc0c"
 
 
-def test_worker_processes_write_the_same_files(tmp_path):
-    from panopticdepth.data.synthetic import write_dataset
+# Each writes at least 2 x workers items (scenes or sequences), so the pool is used.
+WRITERS = {
+    "scenes": lambda out, workers: synthetic.write_dataset(out, "train", 6, 32, 64, seed=5, workers=workers),
+    "sequences": lambda out, workers: synthetic.write_sequences(
+        out, "val", 4, 2, 32, 64, seed=5, workers=workers
+    ),
+    "semkitti scenes": lambda out, workers: synthetic.write_semkitti_dataset(
+        out, "train", 6, 24, 80, seed=5, workers=workers
+    ),
+    "semkitti sequences": lambda out, workers: synthetic.write_semkitti_sequences(
+        out, "val", 4, 2, 24, 80, seed=5, workers=workers
+    ),
+}
 
-    one = write_dataset(tmp_path / "one", "train", 6, height=32, width=64, seed=5)
-    two = write_dataset(tmp_path / "two", "train", 6, height=32, width=64, seed=5, workers=2)
+
+@pytest.mark.parametrize("kind", sorted(WRITERS))
+def test_worker_processes_write_the_same_files(tmp_path, kind):
+    one, two = WRITERS[kind](tmp_path / "one", 1), WRITERS[kind](tmp_path / "two", 2)
     names = sorted(p.name for p in one.iterdir())
-    assert len(names) == 18 and names == sorted(p.name for p in two.iterdir())
+    assert len(names) >= 18 and names == sorted(p.name for p in two.iterdir())
     for name in names:
         assert (one / name).read_bytes() == (two / name).read_bytes(), name
-    index = "dvps_cityscapes_train.json"
-    assert (one.parent / index).read_text() == (two.parent / index).read_text()
+    indexes = sorted(p.name for p in one.parent.glob("*.json"))
+    assert len(indexes) == 1
+    assert (one.parent / indexes[0]).read_text() == (two.parent / indexes[0]).read_text()

@@ -11,6 +11,7 @@ dense. Files and encodings are the ones `data/semkitti_dps.py` reads.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ import numpy as np
 from ...class_names import CITYSCAPES_CLASS_NAMES, SEMKITTI_CLASS_NAMES
 from ...io.formats import LABEL_DIVISOR, VOID_ID, save_png, write_depth, write_image_rgb
 from ...utils.files import atomic_write_text
-from ...utils.progress import progress
 from .camera import Camera
+from .parallel import ordered_map
 from .render import MAX_DEPTH, Rendered
 from .writer import FRAMES_PER_SEQUENCE, generate, generate_sequence, split_dir
 
@@ -230,18 +231,27 @@ def _write_index(folder: Path, split: str, entries: list[dict]) -> None:
 
 
 def write_semkitti_dataset(
-    out: str | os.PathLike, split: str, num: int, height: int = 376, width: int = 1241, seed: int = 0
+    out: str | os.PathLike,
+    split: str,
+    num: int,
+    height: int = 376,
+    width: int = 1241,
+    seed: int = 0,
+    workers: int = 1,
 ) -> Path:
     """Write `num` independent frames to `out/video_sequence/{split}/`, 6 per sequence key as the
-    Cityscapes-DPS writer groups them, and the index JSON beside that folder."""
+    Cityscapes-DPS writer groups them, and the index JSON beside that folder (`workers` processes)."""
     folder = split_dir(out, split)
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for i in progress(range(num), desc=f"synth {split} (semkitti)", unit="img"):
-        prefix = semkitti_prefix(*divmod(i, FRAMES_PER_SEQUENCE))
-        entries.append(write_semkitti_frame(folder, prefix, generate_semkitti(seed, i, height, width)))
+    job = functools.partial(_write_semkitti_scene, folder, seed, height, width)
+    entries = ordered_map(job, range(num), workers, desc=f"synth {split} (semkitti)", unit="img")
     _write_index(folder, split, entries)
     return folder
+
+
+def _write_semkitti_scene(folder: Path, seed: int, height: int, width: int, index: int) -> dict:
+    prefix = semkitti_prefix(*divmod(index, FRAMES_PER_SEQUENCE))
+    return write_semkitti_frame(folder, prefix, generate_semkitti(seed, index, height, width))
 
 
 def write_semkitti_sequences(
@@ -254,14 +264,23 @@ def write_semkitti_sequences(
     seed: int = 0,
     frame_step: int = KITTI_FRAME_STEP,
     fps: float = KITTI_FPS,
+    workers: int = 1,
 ) -> Path:
     """Write moving sequences; file frame numbers are video frame numbers (frame * frame_step)."""
     folder = split_dir(out, split)
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for s in progress(range(num_sequences), desc=f"synth {split} sequences (semkitti)", unit="seq"):
-        frames = generate_semkitti_sequence(seed, s, length, height, width, frame_step, fps)
-        for f, frame in enumerate(frames):
-            entries.append(write_semkitti_frame(folder, semkitti_prefix(s, f * frame_step), frame))
-    _write_index(folder, split, entries)
+    job = functools.partial(_write_semkitti_sequence, folder, seed, length, height, width, frame_step, fps)
+    desc = f"synth {split} sequences (semkitti)"
+    per_sequence = ordered_map(job, range(num_sequences), workers, desc=desc, unit="seq")
+    _write_index(folder, split, [entry for sequence in per_sequence for entry in sequence])
     return folder
+
+
+def _write_semkitti_sequence(
+    folder: Path, seed: int, length: int, height: int, width: int, frame_step: int, fps: float, sequence: int
+) -> list[dict]:
+    frames = generate_semkitti_sequence(seed, sequence, length, height, width, frame_step, fps)
+    return [
+        write_semkitti_frame(folder, semkitti_prefix(sequence, f * frame_step), fr)
+        for f, fr in enumerate(frames)
+    ]

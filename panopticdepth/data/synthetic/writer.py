@@ -10,18 +10,16 @@ import dataclasses
 import functools
 import json
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ...io.formats import write_depth, write_image_rgb, write_panoptic_ids
 from ...utils.files import atomic_write_text
-from ...utils.progress import progress
 from .depth_noise import apply_depth_noise
 from .motion import CITYSCAPES_FPS, CITYSCAPES_FRAME_STEP, frame_interval, sample_motion, scene_at
+from .parallel import ordered_map
 from .render import Rendered, render
 from .scene import sample_scene
 
@@ -134,14 +132,7 @@ def write_dataset(
             num, FRAMES_PER_SEQUENCE,
         )  # fmt: skip
     job = functools.partial(_write_scene, folder, seed, height, width, depth_noise)
-    bar = functools.partial(progress, total=num, desc=f"synth {split}", unit="img")
-    if workers <= 1 or num < 2 * workers:
-        entries = list(bar(map(job, range(num))))
-    else:
-        # fork: the children only render with numpy and write PNGs (as data-loader workers do)
-        ctx = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            entries = list(bar(pool.map(job, range(num), chunksize=max(1, num // (8 * workers)))))
+    entries = ordered_map(job, range(num), workers, desc=f"synth {split}", unit="img")
     index = folder.parent / f"dvps_cityscapes_{split}.json"
     atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
     return folder
@@ -164,14 +155,26 @@ def write_sequences(
     seed: int = 0,
     frame_step: int = CITYSCAPES_FRAME_STEP,
     fps: float = CITYSCAPES_FPS,
+    workers: int = 1,
 ) -> Path:
-    """Write `num_sequences` moving sequences of `length` frames like `write_dataset` does frames."""
+    """Write `num_sequences` moving sequences of `length` frames like `write_dataset` does frames
+    (`workers` processes, one sequence at a time each)."""
     folder = split_dir(out, split)
     folder.mkdir(parents=True, exist_ok=True)
-    entries = []
-    for s in progress(range(num_sequences), desc=f"synth {split} sequences", unit="seq"):
-        for f, frame in enumerate(generate_sequence(seed, s, length, height, width, frame_step, fps)):
-            entries.append(write_frame(folder, sequence_prefix(s, f, frame_step), frame))
+    job = functools.partial(_write_sequence, folder, seed, length, height, width, frame_step, fps)
+    per_sequence = ordered_map(
+        job, range(num_sequences), workers, desc=f"synth {split} sequences", unit="seq"
+    )
+    entries = [entry for sequence in per_sequence for entry in sequence]
     index = folder.parent / f"dvps_cityscapes_{split}.json"
     atomic_write_text(index, json.dumps(entries, indent=1) + "\n")
     return folder
+
+
+def _write_sequence(
+    folder: Path, seed: int, length: int, height: int, width: int, frame_step: int, fps: float, sequence: int
+) -> list[dict]:
+    frames = generate_sequence(seed, sequence, length, height, width, frame_step, fps)
+    return [
+        write_frame(folder, sequence_prefix(sequence, f, frame_step), frame) for f, frame in enumerate(frames)
+    ]
