@@ -19,8 +19,10 @@ def ordered_map(job: Callable[[int], T], items: Sequence[int], workers: int = 1,
     `functools.partial` of one)."""
     if workers <= 1 or len(items) < 2 * workers:
         return list(progress(map(job, items), total=len(items), **bar))
-    # fork: the children only render with numpy and write PNGs (as data-loader workers do)
-    context = multiprocessing.get_context("fork")
+    # fork where there is one: the children only render with numpy and write PNGs (as data-loader
+    # workers do), and start without re-importing the library
+    fork = "fork" in multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if fork else None)
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         chunk = max(1, len(items) // (8 * workers))
         return list(progress(pool.map(job, items, chunksize=chunk), total=len(items), **bar))
