@@ -129,8 +129,9 @@ class SchedulePlanner:
     iteration (data, forward, backward, update, logging) from the trainer's loop, skips the first
     `skip` ones, and takes the median of the last `window`: the iterations that still fit before
     `deadline - finish_s` are added to the current iteration. While warmup is running, the warmup
-    length follows the new total (same fraction); after it, warmup is left alone so the LR does
-    not step back into it. Only ever plans whole steps that fit, so the loop ends before the
+    length grows with the new total (same fraction) but never shrinks (a slow spike in the first
+    steps once ended it at iteration ~30 of a planned 100); after it, warmup is left alone so the
+    LR does not step back into it. Only ever plans whole steps that fit, so the loop ends before the
     deadline when the estimate holds; `train.max_minutes` guards the rest.
     """
 
@@ -178,7 +179,8 @@ class SchedulePlanner:
         new_max = iteration + fit
         s = self.solver
         if iteration < s.warmup_iters:
-            s.warmup_iters = max(int(round(self.warmup_fraction * new_max)), iteration)
+            # Only ever longer: a few slow steps early on must not cut the warmup short.
+            s.warmup_iters = max(int(round(self.warmup_fraction * new_max)), s.warmup_iters)
         s.max_iter = max(new_max, iteration)
 
 

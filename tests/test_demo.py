@@ -147,6 +147,19 @@ def test_planner_uses_the_budget_when_steps_get_faster():
     assert len(set(passed)) == 1
 
 
+def test_planner_keeps_the_warmup_through_a_slow_spike():
+    """Five 3 s steps at iteration 20 once made the plan look short and ended warmup there."""
+
+    def steps(i):
+        return 3.0 if 20 <= i < 25 else 0.3
+
+    first_plan = int(600 / 0.3 * 0.9)
+    iterations, _, cfg, warmups = _run_planned_loop(steps, 600.0, first_plan)
+    assert min(warmups) >= round(0.1 * first_plan)
+    assert cfg.solver.warmup_iters >= round(0.1 * first_plan) > 25
+    assert iterations > first_plan
+
+
 def test_planner_stops_in_time_when_steps_get_slower():
     def steps(i):
         return 0.2 if i < 100 else 0.5
