@@ -1,6 +1,9 @@
 """Bottom-up backbones returning res2..res5 (strides 4, 8, 16, 32).
 
-ResNet-18/34/50/101 are torchvision's `ResNet` instances; only two things are changed:
+ResNet-18/34/50/101 are torchvision's `ResNet` instances; ResNet-10 is torchvision's `ResNet` with one
+basic block per stage (no ImageNet weights: for small models trained from scratch, e.g. the CPU
+demo, where it halves the backbone's share of a training step, benchmarks/README.md). Only two
+things are changed:
 
 * `stride_in_1x1=True` moves the stride of each stage's first bottleneck from the 3x3 `conv2` to
   the 1x1 `conv1` (the MSRA/Detectron2 layout the original checkpoints were trained with,
@@ -33,7 +36,7 @@ from .swin import SWIN_MODELS, SwinBackbone
 
 logger = logging.getLogger(__name__)
 
-RESNET_DEPTHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
+RESNET_DEPTHS = {"resnet10": 10, "resnet18": 18, "resnet34": 34, "resnet50": 50, "resnet101": 101}
 _TV_WEIGHTS = {
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",
     "resnet34": "ResNet34_Weights.IMAGENET1K_V1",
@@ -86,6 +89,13 @@ def _freeze_batchnorm(module: nn.Module) -> nn.Module:
     return module
 
 
+def _torchvision_resnet(name: str, norm_layer) -> torchvision.models.ResNet:
+    if name == "resnet10":
+        basic = torchvision.models.resnet.BasicBlock
+        return torchvision.models.ResNet(basic, [1, 1, 1, 1], norm_layer=norm_layer)
+    return getattr(torchvision.models, name)(weights=None, norm_layer=norm_layer)
+
+
 class ResNetBackbone(nn.Module):
     """torchvision ResNet (stem `conv1/bn1`, stages `layer1..4`) returning res2..res5."""
 
@@ -93,7 +103,7 @@ class ResNetBackbone(nn.Module):
         super().__init__()
         if cfg.name not in RESNET_DEPTHS:
             raise ValueError(f"unknown ResNet {cfg.name!r} (choose from {sorted(RESNET_DEPTHS)})")
-        body = getattr(torchvision.models, cfg.name)(weights=None, norm_layer=_norm_layer(cfg.norm))
+        body = _torchvision_resnet(cfg.name, _norm_layer(cfg.norm))
         del body.fc, body.avgpool  # classification head unused
         self.bottleneck = isinstance(body.layer1[0], torchvision.models.resnet.Bottleneck)
         if cfg.stride_in_1x1 and self.bottleneck:
@@ -215,6 +225,10 @@ def load_pretrained_resnet(backbone: ResNetBackbone, cfg: BackboneConfig) -> Non
     """ImageNet weights: torchvision's (local hub cache or a path) or the MSRA Caffe2 `R-50.pkl`
     (BGR, 0-255 input; the original's stage-1 initialisation, use with stride_in_1x1=True)."""
     if cfg.pretrained == "imagenet":
+        if cfg.name not in _TV_WEIGHTS:
+            raise CheckpointError(
+                f"{cfg.name}: torchvision has no ImageNet weights for it (train it from scratch)"
+            )
         weights = torchvision.models.get_weight(_TV_WEIGHTS[cfg.name])
         path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
         if not path.is_file():

@@ -55,14 +55,21 @@ def test_stride_placement(stride_in_1x1):
     assert not torch.allclose(got, other, atol=1e-2)
 
 
-def test_resnet_outputs_and_strides():
-    bb = ResNetBackbone(BackboneConfig(name="resnet18")).eval()
+@pytest.mark.parametrize("name, blocks", [("resnet10", 1), ("resnet18", 2)])
+def test_resnet_outputs_and_strides(name, blocks):
+    bb = ResNetBackbone(BackboneConfig(name=name)).eval()
     with torch.no_grad():
         out = bb(torch.randn(1, 3, 64, 96))
     assert [tuple(out[k].shape) for k in ("res2", "res3", "res4", "res5")] == [
         (1, 64, 16, 24), (1, 128, 8, 12), (1, 256, 4, 6), (1, 512, 2, 3)
     ]  # fmt: skip
     assert bb.out_channels == {"res2": 64, "res3": 128, "res4": 256, "res5": 512}
+    assert [len(getattr(bb.body, f"layer{i}")) for i in range(1, 5)] == [blocks] * 4
+
+
+def test_resnet10_has_no_imagenet_weights():
+    with pytest.raises(CheckpointError, match="resnet10: torchvision has no ImageNet weights"):
+        build_backbone(BackboneConfig(name="resnet10", pretrained="imagenet"))
 
 
 @pytest.mark.parametrize("freeze_at", [0, 1, 2, 5])
