@@ -4,10 +4,11 @@
 
 1. renders a small synthetic train split and a held-out val split (different seeds, so no val
    scene is ever seen in training) with `panopticdepth.data.synthetic.write_dataset`;
-2. trains `configs/synthetic/small_cpu.yaml` with the library's `Trainer`. A first plan comes from
-   two timed steps; while training, `SchedulePlanner` re-plans the number of iterations (and the
-   LR schedule's warmup + poly decay with it) from the measured steady-state step time, so that
-   training ends at its share of the budget; `train.max_minutes` is the safety stop;
+2. trains `configs/synthetic/demo_cpu.yaml` (its bf16 variant on CPUs with native bf16) with the
+   library's `Trainer`. A first plan comes from two timed steps; while training, `SchedulePlanner`
+   re-plans the number of iterations (and the LR schedule's warmup + poly decay with it) from the
+   measured steady-state step time, so that training ends at its share of the budget;
+   `train.max_minutes` is the safety stop;
 3. evaluates the trained model on val through `Predictor` + `DPSEvaluator` (PQ, DPQ at
    lambda = 0.5/0.25/0.1, depth RMSE / abs rel) and writes `metrics.json` in the `evaluate --json`
    shape;
@@ -36,10 +37,12 @@ from .utils.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
-CONFIG_NAME = "synthetic/small_cpu.yaml"
+# The small CPU model with a ResNet-10 backbone: ~1.5x the iterations of ResNet-18 in the same
+# minutes, learning as much per iteration (benchmarks/README.md, demo configuration trials).
+CONFIG_NAME = "synthetic/demo_cpu.yaml"
 # The same model with bf16 autocast, channels_last and the fused Adam: ~0.6x the float32 step time
 # on CPUs that compute bf16 natively (benchmarks/README.md, training step), slower elsewhere.
-BF16_CONFIG_NAME = "synthetic/small_cpu_bf16.yaml"
+BF16_CONFIG_NAME = "synthetic/demo_cpu_bf16.yaml"
 
 
 @dataclass

@@ -202,5 +202,5 @@ def test_demo_picks_the_bf16_config_only_on_cpus_with_native_bf16(tmp_path):
     without.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f\n")
     assert cpu_has_native_bf16(with_bf16) and not cpu_has_native_bf16(without)
     assert not cpu_has_native_bf16(tmp_path / "missing")
-    assert find_demo_config(BF16_CONFIG_NAME).name == "small_cpu_bf16.yaml"
-    assert find_demo_config(CONFIG_NAME).name == "small_cpu.yaml"
+    assert find_demo_config(BF16_CONFIG_NAME).name == "demo_cpu_bf16.yaml"
+    assert find_demo_config(CONFIG_NAME).name == "demo_cpu.yaml"

@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train and evaluate a small model on synthetic scenes in ~10 minutes on a CPU",
         description=(
             "Render a synthetic street-scene dataset (train + held-out val), train the small CPU "
-            "config (configs/synthetic/small_cpu.yaml; its bf16 variant small_cpu_bf16.yaml on CPUs "
+            "config (configs/synthetic/demo_cpu.yaml; its bf16 variant demo_cpu_bf16.yaml on CPUs "
             "with native bf16) within the time budget, evaluate PQ / DPQ / "
             "depth on val, and write metrics.json, visualisation panels and PLY point clouds into --output."
         ),
@@ -45,8 +45,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--config",
         metavar="YAML",
-        help="training config (default configs/synthetic/small_cpu_bf16.yaml on CPUs with AVX-512 or AMX "
-        "bf16, else configs/synthetic/small_cpu.yaml)",
+        help="training config (default configs/synthetic/demo_cpu_bf16.yaml on CPUs with AVX-512 or AMX "
+        "bf16, else configs/synthetic/demo_cpu.yaml)",
     )
     p.add_argument(
         "--iterations", type=int, default=0, help="train exactly this many iterations (ignores --minutes)"
