@@ -133,7 +133,7 @@ class SchedulePlanner:
     `skip` ones, and takes the median of the last `window`: the iterations that still fit before
     `deadline - finish_s` are added to the current iteration. While warmup is running, the warmup
     length grows with the new total (same fraction) but never shrinks (a slow spike in the first
-    steps once ended it at iteration ~30 of a planned 100); after it, warmup is left alone so the
+    steps once ended it at iteration ~40 of a planned ~100); after it, warmup is left alone so the
     LR does not step back into it. Only ever plans whole steps that fit, so the loop ends before the
     deadline when the estimate holds; `train.max_minutes` guards the rest.
     """
