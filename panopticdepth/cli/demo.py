@@ -13,6 +13,9 @@ NUM_SERVE_EXAMPLES = 8
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..demo import DemoSettings
+
+    d = DemoSettings()  # the one place of the demo's defaults
     p = sub.add_parser(
         "demo",
         help="train and evaluate a small model on synthetic scenes in ~10 minutes on a CPU",
@@ -29,19 +32,39 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument(
         "--minutes",
         type=float,
-        default=9.0,
+        default=d.minutes,
         metavar="M",
-        help="wall-clock budget for the whole run, data to pictures (default 9)",
+        help=f"wall-clock budget for the whole run, data to pictures (default {d.minutes:g})",
     )
     p.add_argument(
-        "--num-train", type=int, default=2004, metavar="N", help="synthetic train images (default 2004)"
+        "--num-train",
+        type=int,
+        default=d.num_train,
+        metavar="N",
+        help=f"synthetic train images (default {d.num_train})",
     )
-    p.add_argument("--num-val", type=int, default=30, metavar="N", help="held-out val images (default 30)")
     p.add_argument(
-        "--size", type=parse_size, default=(128, 256), metavar="HxW", help="image size (default 128x256)"
+        "--num-val",
+        type=int,
+        default=d.num_val,
+        metavar="N",
+        help=f"held-out val images (default {d.num_val})",
     )
-    p.add_argument("--seed", type=int, default=0, help="dataset seed (val uses a different one)")
-    p.add_argument("--num-vis", type=int, default=4, metavar="N", help="val images to visualise (default 4)")
+    p.add_argument(
+        "--size",
+        type=parse_size,
+        default=d.size,
+        metavar="HxW",
+        help=f"image size (default {d.size[0]}x{d.size[1]})",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="dataset seed (val uses a different one)")
+    p.add_argument(
+        "--num-vis",
+        type=int,
+        default=d.num_vis,
+        metavar="N",
+        help=f"val images to visualise (default {d.num_vis})",
+    )
     p.add_argument(
         "--config",
         metavar="YAML",
