@@ -68,6 +68,13 @@ def length(*allowed: int) -> Rule:
     return rule
 
 
+def one_of(*allowed: Any) -> Rule:
+    def rule(value: Any) -> str | None:
+        return None if value in allowed else f"must be one of {', '.join(str(a) for a in allowed)}"
+
+    return rule
+
+
 def not_empty(value: Sequence) -> str | None:
     return None if len(value) > 0 else "must not be empty"
 

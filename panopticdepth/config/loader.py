@@ -203,11 +203,30 @@ def load_config(
         for k in reversed(keys):
             nested = {k: nested}
         cfg = _apply(cfg, nested, "", f"command line ('{item}')")
+    _check_head_levels(cfg, str(path) if path is not None else "defaults and command line")
     return cfg
 
 
+def _check_head_levels(cfg: Config, source: str) -> None:
+    """Per-level settings must cover every head level (a mismatch would only fail at the first step)."""
+    n = len(cfg.model.heads.levels)
+    scales, pools = cfg.train.targets.instance_scales, cfg.model.inference.pool_sizes
+    if len(scales) != n:
+        raise ConfigError(
+            f"{source}: model.heads.levels has {n} entries but train.targets.instance_scales has "
+            f"{len(scales)}: give one [min, max] per head level"
+        )
+    if len(pools) < n:
+        raise ConfigError(
+            f"{source}: model.heads.levels has {n} entries but model.inference.pool_sizes has "
+            f"{len(pools)}: give one pool size per head level"
+        )
+
+
 def config_from_dict(data: dict, source: str = "<dict>") -> Config:
-    return _apply(Config(), data, "", source)
+    cfg = _apply(Config(), data, "", source)
+    _check_head_levels(cfg, source)
+    return cfg
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..label_space import CITYSCAPES
-from .checks import above, at_least, between, each, length, rules
+from .checks import above, ascending, at_least, between, each, length, not_empty, one_of, rules
 
 # Input convention per backbone family: (channel order, mean, std), 0-255 scale.
 BACKBONE_INPUT: dict[str, tuple[str, tuple[float, ...], tuple[float, ...]]] = {
@@ -51,6 +51,14 @@ class HeadsConfig:
     """Widths and switches of the semantic FPN, encoders and per-level heads
     (docs/original_implementation.md#single-head)."""
 
+    # FPN levels the position / kernel / depth-kernel heads run on, finest first (shared weights).
+    # The paper's p3..p7; adding p2 (stride 4) gives small objects and thin regions 4x the
+    # positions (benchmarks/README.md, demo configuration trials). train.targets.instance_scales
+    # and model.inference.pool_sizes need one entry per level.
+    levels: list[str] = field(
+        default_factory=lambda: ["p3", "p4", "p5", "p6", "p7"],
+        metadata=rules(not_empty, each(one_of("p2", "p3", "p4", "p5", "p6", "p7")), ascending),
+    )
     convs_dim: int = field(default=256, metadata=rules(at_least(1)))
     num_convs: int = field(default=3, metadata=rules(at_least(0)))
     # Modulated deformable convs (DCNv2) where the original has them; off = plain 3x3 convs

@@ -7,12 +7,12 @@ dynamic too. What stays in Python: `preprocess` (channel order, mean/std, paddin
 the model only for `thing_projection` / `stuff_projection`, two `nn.Linear`s. So a runtime
 pipeline is: preprocess -> onnxruntime -> `head_outputs_from_onnx` -> postprocess.
 
-`HeadOutputs` is flattened into named outputs, level by level (`center_p3`, `region_p3`,
-`kernels_p3`, `depth_kernels_p3`, ..., `center_p7`, ...), then `mask_embedding` and
+`HeadOutputs` is flattened into named outputs, level by level over `model.heads.levels`
+(`center_p3`, `region_p3`, `kernels_p3`, `depth_kernels_p3`, ..., `center_p7`, ...), then `mask_embedding` and
 `depth_embedding` (or `pixel_depth` for the pixel-wise depth variant).
 
 The exporter is `torch.onnx.export(..., dynamo=True)`: the legacy TorchScript exporter fails on
-`torchvision.ops.deform_conv2d`, the dynamo one exports it (ENVIRONMENT.md). Deformable convs are
+`torchvision.ops.deform_conv2d`, the dynamo one exports it. Deformable convs are
 switched to the torchvision kernel for the export with `set_deform_impl` (the grid-sample kernel
 loops over row chunks, which would freeze the image size, and the native kernel is a ctypes call no
 tracer can see); all kernels compute the same function. The CoordConv channels need nothing special:
@@ -39,7 +39,6 @@ from ..utils.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
-LEVELS = ("p3", "p4", "p5", "p6", "p7")
 INPUT_NAME = "image"
 DEFAULT_OPSET = 19  # DeformConv exists in ONNX from opset 19
 STRIDE = 32
@@ -52,7 +51,7 @@ def output_names(cfg: ModelConfig) -> list[str]:
     """Names of the flattened outputs, in order, for a model built from `cfg`."""
     instance_depth = cfg.depth.enabled and cfg.depth.mode == "instance"
     names = []
-    for lvl in LEVELS:
+    for lvl in cfg.heads.levels:
         names += [f"center_{lvl}", f"region_{lvl}", f"kernels_{lvl}"]
         if instance_depth:
             names.append(f"depth_kernels_{lvl}")
@@ -93,6 +92,10 @@ def head_outputs_from_onnx(
             raise ValueError("names are required when outputs is a list")
         outputs = dict(zip(names, outputs, strict=True))
     t = {k: torch.as_tensor(np.asarray(v)).to(device) for k, v in outputs.items()}
+    # The head levels (`model.heads.levels`) are the suffixes of the centre outputs, finest first.
+    level_names = sorted(
+        (k.removeprefix("center_") for k in t if k.startswith("center_")), key=lambda n: int(n[1:])
+    )
     levels = [
         LevelOutputs(
             center_logits=t[f"center_{lvl}"],
@@ -100,7 +103,7 @@ def head_outputs_from_onnx(
             kernels=t[f"kernels_{lvl}"],
             depth_kernels=t.get(f"depth_kernels_{lvl}"),
         )
-        for lvl in LEVELS
+        for lvl in level_names
     ]
     return HeadOutputs(
         levels=levels,

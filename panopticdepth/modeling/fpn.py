@@ -16,18 +16,19 @@ from .deform_conv import c2_xavier_fill
 class FPN(nn.Module):
     """Lateral 1x1 + output 3x3 convs (bias, no norm), nearest x2 top-down.
 
-    p6 = conv(p5), p7 = conv(relu(p6)), both stride-2 3x3 convs with bias.
+    p6 = conv(p5), p7 = conv(relu(p6)), both stride-2 3x3 convs with bias. `extra_levels` (2, 1 or
+    0) says how many of p6, p7 exist: heads that stop at p5 or p6 leave no unused convs behind.
     """
 
-    def __init__(self, in_channels: dict[str, int], out_channels: int = 256) -> None:
+    def __init__(self, in_channels: dict[str, int], out_channels: int = 256, extra_levels: int = 2) -> None:
         super().__init__()
         self.lateral = nn.ModuleDict()
         self.output = nn.ModuleDict()
         for s in (2, 3, 4, 5):
             self.lateral[f"p{s}"] = nn.Conv2d(in_channels[f"res{s}"], out_channels, 1)
             self.output[f"p{s}"] = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.p6 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
-        self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)
+        self.p6 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) if extra_levels >= 1 else None
+        self.p7 = nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1) if extra_levels >= 2 else None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 c2_xavier_fill(m)
@@ -42,6 +43,8 @@ class FPN(nn.Module):
                 prev, scale_factor=2.0, mode="nearest"
             )
             outs[f"p{s}"] = self.output[f"p{s}"](prev)
-        p6 = self.p6(outs["p5"])
-        p7 = self.p7(F.relu(p6))
-        return {"p2": outs["p2"], "p3": outs["p3"], "p4": outs["p4"], "p5": outs["p5"], "p6": p6, "p7": p7}
+        if self.p6 is not None:
+            outs["p6"] = self.p6(outs["p5"])
+        if self.p7 is not None:
+            outs["p7"] = self.p7(F.relu(outs["p6"]))
+        return dict(sorted(outs.items()))

@@ -25,8 +25,6 @@ from .swin import SWIN_INPUT_FORMAT, SWIN_MODELS
 
 logger = logging.getLogger(__name__)
 
-HEAD_LEVELS = ("p3", "p4", "p5", "p6", "p7")
-
 # Saved key prefix <-> module path of the kernel projections (the saved names predate the owner).
 _SAVED_PROJECTION_KEYS = {
     "thing_projection.": "kernel_projection.thing.",
@@ -61,7 +59,8 @@ class PanopticDepthNet(nn.Module):
                 "pixel_mean and pixel_std unset to get the backbone's convention",
                 cfg.backbone.name, cfg.input_normalization(), SWIN_INPUT_FORMAT,
             )  # fmt: skip
-        self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels)
+        extra = 2 if "p7" in h.levels else 1 if "p6" in h.levels else 0
+        self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels, extra_levels=extra)
         f = cfg.fpn.out_channels
         self.semantic_fpn = SemanticFPN(f, c, h.semantic_norm, g)
         self.position_head = PositionHead(
@@ -101,10 +100,11 @@ class PanopticDepthNet(nn.Module):
 
     @property
     def head_levels(self) -> tuple[str, ...]:
-        return HEAD_LEVELS
+        """The FPN levels the heads run on (`model.heads.levels`), finest first."""
+        return tuple(self.cfg.heads.levels)
 
     def forward(self, batch_b3hw: torch.Tensor, return_features: bool = False) -> HeadOutputs:
-        """Normalised, padded batch (B, 3, Hp, Wp) -> head outputs for p3..p7 and the embeddings."""
+        """Normalised, padded batch (B, 3, Hp, Wp) -> head outputs per head level and the embeddings."""
         res = self.backbone(batch_b3hw)
         pyr = self.fpn(res)
         semantic = self.semantic_fpn(pyr)
@@ -119,7 +119,7 @@ class PanopticDepthNet(nn.Module):
             else:
                 depth_embedding = enc
         levels = []
-        for name in HEAD_LEVELS:
+        for name in self.head_levels:
             x = pyr[name]
             center, region = self.position_head(x)
             kernels = self.kernel_head(x)

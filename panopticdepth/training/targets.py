@@ -430,7 +430,10 @@ def build_targets(
     mask_size = tuple(int(s) for s in outputs.mask_embedding.shape[-2:])
     level_sizes = [tuple(int(s) for s in lv.center_logits.shape[-2:]) for lv in outputs.levels]
     if len(level_sizes) != len(tcfg.instance_scales):
-        raise ValueError(f"{len(level_sizes)} head levels but {len(tcfg.instance_scales)} instance_scales")
+        raise ValueError(
+            f"{len(level_sizes)} head levels (model.heads.levels) but {len(tcfg.instance_scales)} "
+            "train.targets.instance_scales: give one [min, max] per level"
+        )
     if len(samples) != outputs.mask_embedding.shape[0]:
         raise ValueError(f"{len(samples)} samples for a batch of {outputs.mask_embedding.shape[0]}")
     kth, ncls = mcfg.num_thing_classes, mcfg.num_classes

@@ -58,6 +58,32 @@ def test_output_names_follow_head_outputs(narrow_model) -> None:
     assert output_names(no_depth)[-1] == "mask_embedding" and len(output_names(no_depth)) == 16
 
 
+def test_output_names_follow_the_head_levels() -> None:
+    cfg = _narrow_cfg()
+    cfg.heads.levels = ["p2", "p3", "p4", "p5"]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        flat = flatten_head_outputs(build_model(cfg).eval()(torch.randn(1, 3, 64, 96)))
+    names = output_names(cfg)
+    assert len(names) == len(flat) == 4 * 4 + 2
+    assert [n for n in names if n.startswith("center_")] == [
+        "center_p2",
+        "center_p3",
+        "center_p4",
+        "center_p5",
+    ]
+    # a dict in any order is rebuilt finest level first
+    rebuilt = head_outputs_from_onnx(dict(reversed(list(zip(names, [t.numpy() for t in flat])))))
+    assert [tuple(lv.center_logits.shape[-2:]) for lv in rebuilt.levels] == [
+        (16, 24),
+        (8, 12),
+        (4, 6),
+        (2, 3),
+    ]
+    for a, b in zip(flat, flatten_head_outputs(rebuilt)):
+        assert torch.equal(a, b)
+
+
 def test_export_rejects_bad_sizes(narrow_model, tmp_path) -> None:
     model, cfg = narrow_model
     with pytest.raises(PanopticDepthError, match="multiples of 32"):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from panopticdepth.config import load_config
+from panopticdepth.config.loader import ConfigError
 from panopticdepth.modeling import build_model
+from panopticdepth.modeling.predictor import Predictor
 
 SMALL = [
     "model.backbone.name=resnet18",
@@ -41,6 +45,51 @@ def test_small_model_shapes_and_features():
         m.kernel_projection.thing, torch.nn.Linear
     ) and m.kernel_projection.thing.weight.shape == (32, 32)
     assert {"thing_projection.weight", "stuff_projection.bias"} <= set(m.state_dict())  # saved keys kept
+
+
+P2_LEVELS = [
+    "model.heads.levels=[p2,p3,p4,p5]",
+    "train.targets.instance_scales=[[1,32],[16,128],[64,256],[128,512]]",
+    "model.inference.pool_sizes=[3,3,3,3]",
+]
+
+
+def test_head_levels_follow_the_config():
+    m = _model(*P2_LEVELS)
+    assert m.head_levels == ("p2", "p3", "p4", "p5")
+    with torch.no_grad():
+        out = m(torch.randn(1, 3, 128, 256))
+    assert [tuple(lv.center_logits.shape[-2:]) for lv in out.levels] == [(32, 64), (16, 32), (8, 16), (4, 8)]
+    assert all(lv.kernels.shape[1] == 32 and lv.depth_kernels.shape[1] == 18 for lv in out.levels)
+    # the heads are shared over levels (no new parameters); p6 and p7 are not built when unused
+    default = set(_model().state_dict())
+    assert set(m.state_dict()) == {k for k in default if not k.startswith(("fpn.p6.", "fpn.p7."))}
+
+
+def test_predictor_runs_on_p2_levels():
+    cfg = load_config(None, SMALL + P2_LEVELS)
+    torch.manual_seed(0)
+    image = np.random.default_rng(0).integers(0, 256, (96, 160, 3), dtype=np.uint8)
+    result = Predictor(build_model(cfg.model).eval(), cfg).predict(image)
+    assert tuple(result.panoptic.shape) == (96, 160) and tuple(result.depth.shape) == (96, 160)
+
+
+@pytest.mark.parametrize("levels", ["[p1,p3]", "[p4,p3]", "[]"])
+def test_bad_head_levels_are_config_errors(levels):
+    with pytest.raises(ConfigError, match="model.heads.levels"):
+        load_config(None, [f"model.heads.levels={levels}"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "other"),
+    [
+        (["model.heads.levels=[p2,p3,p4,p5]"], "train.targets.instance_scales"),
+        (P2_LEVELS[:2] + ["model.inference.pool_sizes=[3,3,3]"], "model.inference.pool_sizes"),
+    ],
+)
+def test_per_level_settings_must_cover_the_head_levels(overrides, other):
+    with pytest.raises(ConfigError, match=f"model.heads.levels has 4 entries but {other}"):
+        load_config(None, overrides)
 
 
 def test_depth_off_has_no_depth_modules():

@@ -26,6 +26,14 @@ CASES = {
     "paper_dps": (None, ["model.backbone.name=resnet18", "model.backbone.freeze_at=0", *NARROW]),
     "paper_ps": (None, ["model.backbone.name=resnet18", "model.depth.enabled=false", *NARROW]),
     "pixel_depth": (None, ["model.backbone.name=resnet18", "model.depth.mode=pixel", *NARROW]),
+    "p2_levels": (
+        REPO / "configs/synthetic/small_cpu.yaml",
+        [
+            "model.heads.levels=[p2,p3,p4,p5]",
+            "train.targets.instance_scales=[[1,32],[16,128],[64,256],[128,512]]",
+            "model.inference.pool_sizes=[3,3,3,3]",
+        ],
+    ),
 }
 
 
