@@ -204,3 +204,24 @@ def test_demo_picks_the_bf16_config_only_on_cpus_with_native_bf16(tmp_path):
     assert not cpu_has_native_bf16(tmp_path / "missing")
     assert find_demo_config(BF16_CONFIG_NAME).name == "demo_cpu_bf16.yaml"
     assert find_demo_config(CONFIG_NAME).name == "demo_cpu.yaml"
+
+
+def test_demo_configs_train_one_model_and_differ_only_in_speed_switches():
+    """The float32 and bf16 demo configs must describe the same network: the README's figures are
+    for the bf16 one, CPUs without native bf16 train the float32 one."""
+    from dataclasses import asdict
+
+    from panopticdepth.config import load_config
+    from panopticdepth.demo import BF16_CONFIG_NAME, CONFIG_NAME, find_demo_config
+
+    plain = load_config(find_demo_config(CONFIG_NAME))
+    fast = load_config(find_demo_config(BF16_CONFIG_NAME))
+    assert plain.model == fast.model
+    assert list(plain.model.heads.levels) == ["p2", "p3", "p4", "p5"]
+    assert plain.model.backbone.name == "resnet10"
+    assert (plain.solver.amp, fast.solver.amp) == ("none", "bf16")
+    assert fast.solver.fused_optimizer and fast.train.channels_last
+    a, b = asdict(plain), asdict(fast)
+    a["solver"].update(amp="bf16", fused_optimizer=True)
+    a["train"]["channels_last"] = True
+    assert a == b
