@@ -51,10 +51,13 @@ def propagated_mask(kernel: torch.Tensor, embedding_chw: torch.Tensor, size) -> 
     return mask, float(probs[mask].mean()) if mask.any() else 0.0
 
 
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum()) / max(int((a | b).sum()), 1)
+
+
 def propagated_iou(kernel: torch.Tensor, embedding_chw: torch.Tensor, size, gt_mask: np.ndarray) -> float:
     """IoU of the propagated mask (`propagated_mask`) with `gt_mask`."""
-    mask, _ = propagated_mask(kernel, embedding_chw, size)
-    return float((mask & gt_mask).sum()) / max(int((mask | gt_mask).sum()), 1)
+    return iou(propagated_mask(kernel, embedding_chw, size)[0], gt_mask)
 
 
 def sequence_pairs(predictor: Predictor, frames) -> list[tuple[str, float, float]]:
@@ -77,9 +80,8 @@ def sequence_pairs(predictor: Predictor, frames) -> list[tuple[str, float, float
                 continue
             kernel = results[t].segment_kernels[results[t].segments.index(seg)]
             mask, score = propagated_mask(kernel, embeddings[t + 1], sizes[t + 1])
-            iou = float((mask & (gt1 == gid)).sum()) / max(int((mask | (gt1 == gid)).sum()), 1)
             found = matching_segment(results[t + 1], gt1 == gid, category) is not None
-            out.append(("found next" if found else "missed next", iou, score))
+            out.append(("found next" if found else "missed next", iou(mask, gt1 == gid), score))
     return out
 
 
