@@ -24,7 +24,7 @@ import torch
 from panopticdepth.data.synthetic import generate_sequence
 from panopticdepth.modeling.mask_generation import mask_logits
 from panopticdepth.modeling.outputs import PanopticDepthResult, Segment
-from panopticdepth.modeling.postprocess import upsample_probs
+from panopticdepth.modeling.postprocess import postprocess, upsample_probs
 from panopticdepth.modeling.predictor import Predictor, to_rgb_chw
 from panopticdepth.modeling.preprocess import preprocess
 
@@ -65,9 +65,11 @@ def sequence_pairs(predictor: Predictor, frames) -> list[tuple[str, float, float
     'missed next' or 'found next' (by the next frame's own segments)."""
     images = [to_rgb_chw(f.image) for f in frames]
     batch, sizes = preprocess(images, predictor.cfg)
-    with torch.inference_mode():
-        embeddings = predictor.model(batch).mask_embedding
-    results = predictor.predict_batch([f.image for f in frames])
+    with torch.inference_mode():  # one forward: the results and the embeddings from the same outputs
+        outputs = predictor.model(batch)
+        results = postprocess(outputs, predictor.model, predictor.cfg, sizes, with_instance_masks=False,
+                              with_sem_seg=False)  # fmt: skip
+    embeddings = outputs.mask_embedding
     out = []
     for t in range(len(frames) - 1):
         gt0, gt1 = frames[t].panoptic.astype(np.int64), frames[t + 1].panoptic.astype(np.int64)
