@@ -93,6 +93,7 @@ class Tower(nn.Module):
     ) -> None:
         super().__init__()
         self.coord = coord
+        self.channels = channels
         first = in_channels + (2 if coord else 0)
         self.layers = nn.ModuleList(
             TowerLayer(
@@ -116,36 +117,13 @@ class Tower(nn.Module):
 
 class PositionHead(nn.Module):
     """Thing-centre logits (num_thing_classes) and stuff-region logits (num_classes) per level
-    (docs/original_implementation.md#heads-per-level)."""
+    (docs/original_implementation.md#heads-per-level), on top of `tower`."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        *,
-        num_convs: int,
-        num_thing_classes: int,
-        num_classes: int,
-        deform: bool,
-        coord: bool,
-        norm: str,
-        groups: int = 32,
-        deform_impl: str = "auto",
-        bias_value: float = -2.19,
-    ) -> None:
+    def __init__(self, tower: Tower, *, num_thing_classes: int, num_classes: int, bias_value: float = -2.19):
         super().__init__()
-        self.tower = Tower(
-            in_channels,
-            channels,
-            num_convs=num_convs,
-            deform=deform,
-            coord=coord,
-            norm=norm,
-            groups=groups,
-            deform_impl=deform_impl,
-        )
-        self.center_out = nn.Conv2d(channels, num_thing_classes, 3, padding=1)
-        self.region_out = nn.Conv2d(channels, num_classes, 3, padding=1)
+        self.tower = tower
+        self.center_out = nn.Conv2d(tower.channels, num_thing_classes, 3, padding=1)
+        self.region_out = nn.Conv2d(tower.channels, num_classes, 3, padding=1)
         # Both biases start at the prior -2.19, not only the centre one
         # (docs/original_implementation.md#prior-bias).
         normal_fill(self.center_out, 0.01, bias_value)
@@ -157,34 +135,13 @@ class PositionHead(nn.Module):
 
 
 class KernelHead(nn.Module):
-    """Tower + 3x3 output conv: the per-position kernel map G_l or depth kernels
+    """`tower` + 3x3 output conv: the per-position kernel map G_l or depth kernels
     (docs/original_implementation.md#heads-per-level)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        *,
-        num_convs: int,
-        out_channels: int,
-        deform: bool,
-        coord: bool,
-        norm: str,
-        groups: int = 32,
-        deform_impl: str = "auto",
-    ) -> None:
+    def __init__(self, tower: Tower, out_channels: int) -> None:
         super().__init__()
-        self.tower = Tower(
-            in_channels,
-            channels,
-            num_convs=num_convs,
-            deform=deform,
-            coord=coord,
-            norm=norm,
-            groups=groups,
-            deform_impl=deform_impl,
-        )
-        self.out = nn.Conv2d(channels, out_channels, 3, padding=1)
+        self.tower = tower
+        self.out = nn.Conv2d(tower.channels, out_channels, 3, padding=1)
         normal_fill(self.out, 0.01, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,70 +149,29 @@ class KernelHead(nn.Module):
 
 
 class FeatureEncoder(nn.Module):
-    """Mask embedding E^m (docs/original_implementation.md#single-head): the tower alone, ReLU after the last
-    conv kept (non-negative)."""
+    """Mask embedding E^m (docs/original_implementation.md#single-head): the tower alone, ReLU after
+    the last conv kept (non-negative)."""
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        *,
-        num_convs: int,
-        deform: bool,
-        coord: bool,
-        norm: str,
-        groups: int = 32,
-        deform_impl: str = "auto",
-    ) -> None:
+    def __init__(self, tower: Tower) -> None:
         super().__init__()
-        self.tower = Tower(
-            in_channels,
-            channels,
-            num_convs=num_convs,
-            deform=deform,
-            coord=coord,
-            norm=norm,
-            groups=groups,
-            deform_impl=deform_impl,
-        )
+        self.tower = tower
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.tower(x)
 
 
 class DepthEncoder(nn.Module):
-    """Depth embedding E^d (docs/original_implementation.md#single-head): tower + 1x1 projection to
-    `kernel_dim`, no activation.
+    """Depth embedding E^d (docs/original_implementation.md#single-head): `tower` + 1x1 projection
+    to `out_channels` (`kernel_dim`), no activation.
 
-    With `pixel=True` (Table 3 variant A) the projection gives one channel instead, read as
+    For Table 3's variant A the projection gives one channel instead, read as
     `sigmoid(.) * max_depth` metres by the network.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        channels: int,
-        *,
-        num_convs: int,
-        out_channels: int,
-        deform: bool,
-        coord: bool,
-        norm: str,
-        groups: int = 32,
-        deform_impl: str = "auto",
-    ) -> None:
+    def __init__(self, tower: Tower, out_channels: int) -> None:
         super().__init__()
-        self.tower = Tower(
-            in_channels,
-            channels,
-            num_convs=num_convs,
-            deform=deform,
-            coord=coord,
-            norm=norm,
-            groups=groups,
-            deform_impl=deform_impl,
-        )
-        self.embed = nn.Conv2d(channels, out_channels, 1)
+        self.tower = tower
+        self.embed = nn.Conv2d(tower.channels, out_channels, 1)
         normal_fill(self.embed, 0.01, 0.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

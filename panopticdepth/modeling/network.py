@@ -17,7 +17,7 @@ from ..config.model import ModelConfig
 from .backbone import build_backbone
 from .deform_conv import normal_fill
 from .fpn import FPN
-from .heads import DepthEncoder, FeatureEncoder, KernelHead, PositionHead
+from .heads import DepthEncoder, FeatureEncoder, KernelHead, PositionHead, Tower
 from .kernel_projection import KernelProjection
 from .outputs import HeadOutputs, LevelOutputs
 from .semantic_fpn import SemanticFPN
@@ -63,34 +63,26 @@ class PanopticDepthNet(nn.Module):
         self.fpn = FPN(self.backbone.out_channels, cfg.fpn.out_channels, extra_levels=extra)
         f = cfg.fpn.out_channels
         self.semantic_fpn = SemanticFPN(f, c, h.semantic_norm, g)
+
+        def tower(in_channels: int, deform: bool, coord: bool, norm: str) -> Tower:
+            return Tower(in_channels, c, num_convs=h.num_convs, deform=deform, coord=coord, norm=norm,
+                         groups=g, deform_impl=impl)  # fmt: skip
+
         self.position_head = PositionHead(
-            f, c, num_convs=h.num_convs, num_thing_classes=cfg.num_thing_classes, num_classes=cfg.num_classes,
-            deform=h.position_deform, coord=h.position_coord, norm=h.position_norm, groups=g,
-            deform_impl=impl, bias_value=h.bias_value,
+            tower(f, h.position_deform, h.position_coord, h.position_norm),
+            num_thing_classes=cfg.num_thing_classes, num_classes=cfg.num_classes, bias_value=h.bias_value,
         )  # fmt: skip
-        self.kernel_head = KernelHead(
-            f, c, num_convs=h.num_convs, out_channels=c,
-            deform=h.kernel_deform, coord=h.kernel_coord, norm=h.kernel_norm, groups=g, deform_impl=impl,
-        )  # fmt: skip
-        self.mask_encoder = FeatureEncoder(
-            c, c, num_convs=h.num_convs,
-            deform=h.encoder_deform, coord=h.encoder_coord, norm=h.encoder_norm, groups=g, deform_impl=impl,
-        )  # fmt: skip
+        self.kernel_head = KernelHead(tower(f, h.kernel_deform, h.kernel_coord, h.kernel_norm), c)
+        encoder = (c, h.encoder_deform, h.encoder_coord, h.encoder_norm)  # mask and depth encoders alike
+        self.mask_encoder = FeatureEncoder(tower(*encoder))
         self.depth_encoder: DepthEncoder | None = None
         self.depth_kernel_head: KernelHead | None = None
         if d.enabled:
             out = d.kernel_dim if d.mode == "instance" else 1
-            self.depth_encoder = DepthEncoder(
-                c, c, num_convs=h.num_convs, out_channels=out,
-                deform=h.encoder_deform, coord=h.encoder_coord, norm=h.encoder_norm,
-                groups=g, deform_impl=impl,
-            )  # fmt: skip
+            self.depth_encoder = DepthEncoder(tower(*encoder), out)
             if d.mode == "instance":
-                self.depth_kernel_head = KernelHead(
-                    f, c, num_convs=h.num_convs, out_channels=d.kernel_dim + 2,
-                    deform=h.depth_kernel_deform, coord=h.depth_kernel_coord, norm=h.depth_kernel_norm,
-                    groups=g, deform_impl=impl,
-                )  # fmt: skip
+                depth_tower = tower(f, h.depth_kernel_deform, h.depth_kernel_coord, h.depth_kernel_norm)
+                self.depth_kernel_head = KernelHead(depth_tower, d.kernel_dim + 2)
         thing, stuff = nn.Linear(c, c), nn.Linear(c, c)
         normal_fill(thing, 0.01, 0.0)
         normal_fill(stuff, 0.01, 0.0)

@@ -153,10 +153,9 @@ def test_encoder_tower_keeps_last_relu():
 
 
 def test_position_head_prior_bias_both_outputs():
-    h = PositionHead(
-        16, 32, num_convs=1, num_thing_classes=8, num_classes=19,
-        deform=False, coord=False, norm="GN", groups=8, deform_impl="sample", bias_value=-2.19,
-    )  # fmt: skip
+    tower = Tower(16, 32, num_convs=1, deform=False, coord=False, norm="GN", groups=8, deform_impl="sample")
+    h = PositionHead(tower, num_thing_classes=8, num_classes=19, bias_value=-2.19)
+    assert h.center_out.in_channels == h.region_out.in_channels == 32
     assert torch.allclose(h.center_out.bias, torch.full((8,), -2.19))
     assert torch.allclose(h.region_out.bias, torch.full((19,), -2.19))
     assert float(h.center_out.weight.detach().std()) < 0.02
