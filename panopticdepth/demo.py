@@ -61,6 +61,16 @@ class DemoSettings:
     overrides: list[str] = field(default_factory=list)
     # Fixed number of iterations (skips the timing-based choice); 0 = fit the budget.
     iterations: int = 0
+    # Share of the training time spent on a first, panoptic-only stage at half the image size
+    # (`low_res_stage_config`); 0 = one full-size stage. +2.4 to +7 held-out PQ in the same time
+    # (benchmarks/README.md, demo configuration trials, two stages).
+    low_res_share: float = 0.4
+
+
+# A half-size step without the depth branch costs about this much of a full-size one (demo config,
+# one thread; benchmarks/README.md, two stages): `--iterations N` gives the first stage
+# N * low_res_share / LOW_RES_STEP_COST iterations and the second N * (1 - low_res_share).
+LOW_RES_STEP_COST = 0.4
 
 
 @dataclass
@@ -116,6 +126,25 @@ def demo_config(settings: DemoSettings, data_root: Path) -> Config:
     cfg.train.checkpoint_period = 0
     cfg.train.device = "cpu"
     return cfg
+
+
+def low_res_stage_config(cfg: Config, size: tuple[int, int]) -> Config:
+    """The demo's first stage: panoptic segmentation only (no depth branch, as the paper's recipe
+    learns panoptic segmentation before depth), on the training images resized to half their size
+    (the `ps` pipeline's shortest-edge resize; flips as configured, no crop). The second stage
+    starts from its weights with the depth branch added."""
+    import copy
+
+    stage = copy.deepcopy(cfg)
+    stage.model.depth.enabled = False
+    aug = stage.data.augmentation
+    aug.pipeline = "ps"
+    aug.short_edges = [max(min(size) // 2, 1)]
+    aug.max_size = max(max(size), 1)
+    aug.scale_range = [1.0, 1.0]
+    aug.crop_size = []
+    aug.crop_mode = "random"
+    return stage
 
 
 def _fit_schedule(cfg: Config, iterations: int) -> None:
@@ -187,6 +216,36 @@ class SchedulePlanner:
             # Only ever longer: a few slow steps early on must not cut the warmup short.
             s.warmup_iters = max(int(round(self.warmup_fraction * new_max)), s.warmup_iters)
         s.max_iter = max(new_max, iteration)
+
+
+def _train_stage(
+    cfg: Config,
+    out_dir: Path,
+    iterations: int,
+    *,
+    weights: Path | None = None,
+    deadline: float | None = None,
+    finish_s: float = 0.0,
+) -> tuple[Any, float | None]:
+    """Train `cfg` into `out_dir` (cleared first) for `iterations`, re-planned by a
+    `SchedulePlanner` to end at `deadline` (a `time.monotonic()` time) when one is given; returns
+    the `TrainResult` and the planner's steady-state seconds per step."""
+    from .training.engine import Trainer
+    from .training.output_dir import clear_run_files
+
+    _fit_schedule(cfg, iterations)
+    clear_run_files(out_dir)  # a rerun of the demo starts its training afresh, never mixed
+    trainer = Trainer(cfg, out_dir, weights=weights)
+    planner = None
+    cfg.train.max_minutes = 0.0
+    if deadline is not None:
+        planner = SchedulePlanner(cfg, deadline, finish_s=finish_s)
+        trainer.step_hooks.append(planner)
+        planner.start()
+        # train.max_minutes stops the loop in time should the plan be too long.
+        cfg.train.max_minutes = max(deadline - finish_s - time.monotonic(), 1.0) / 60.0
+    result = trainer.train()
+    return result, None if planner is None else planner.step_seconds()
 
 
 def _measure_step(cfg: Config, steps: int = 2) -> tuple[float, float, float]:
@@ -326,8 +385,6 @@ def evaluate_and_visualise(
 def run_demo(settings: DemoSettings) -> DemoResult:
     """Run the whole demo into `settings.output`; returns the metrics summary and the files written."""
     from .data.synthetic import write_dataset
-    from .training.engine import Trainer
-    from .training.output_dir import clear_run_files
 
     t_start = time.monotonic()
     budget = float(settings.minutes) * 60.0
@@ -349,13 +406,17 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     logger.info("wrote %d train + %d val synthetic frames (%.0f s)", settings.num_train, settings.num_val,
                 seconds["data"])  # fmt: skip
 
-    # 2. Training for what is left of the budget after the evaluation's share.
+    # 2. Training for what is left of the budget after the evaluation's share: a half-size,
+    # panoptic-only first stage for `low_res_share` of it, then the full model at full size.
     cfg = demo_config(settings, data_root)
-    planner: SchedulePlanner | None = None
+    share = min(max(float(settings.low_res_share), 0.0), 0.9)
+    stage1 = low_res_stage_config(cfg, settings.size) if share > 0 else None
     run_plan: dict[str, float] = {}
     if settings.iterations > 0:
-        iterations = settings.iterations
-        cfg.train.max_minutes = 0.0
+        iterations = (
+            settings.iterations if stage1 is None else max(1, round(settings.iterations * (1 - share)))
+        )
+        iterations1 = max(1, round(settings.iterations * share / LOW_RES_STEP_COST))
     else:
         t = time.monotonic()
         step_s, pred_s, save_s = _measure_step(cfg)
@@ -372,36 +433,45 @@ def run_demo(settings: DemoSettings) -> DemoResult:
                 max(int(train_budget / step_s), 1), settings.minutes, step_s,
             )  # fmt: skip
         # A first plan from the calibration steps (10 % margin: the loop also loads data and
-        # logs); the planner corrects it from the steady-state step time as training goes.
-        iterations = max(1, int(train_budget / step_s * 0.9))
-        finish_s = 2.0 * save_s + 1.0
-        cfg.train.max_minutes = max(train_budget - finish_s, step_s) / 60.0
-        run_plan = {"train_budget_s": train_budget, "calibration_step_s": step_s, "finish_s": finish_s}
+        # logs); the planners correct it from the steady-state step time as training goes.
+        iterations = max(1, int(train_budget * (1 - share) / step_s * 0.9))
+        iterations1 = max(1, int(train_budget * share / (step_s * LOW_RES_STEP_COST) * 0.9))
+        run_plan = {
+            "train_budget_s": train_budget,
+            "calibration_step_s": step_s,
+            "finish_s": 2.0 * save_s + 1.0,
+        }
         logger.info(
             "%.2f s per iteration (batch %d at %dx%d), %.2f s per val forward: ~%d iterations in %.1f min "
             "(re-planned from the steady-state step time while training)",
             step_s, cfg.solver.ims_per_batch, h, w, pred_s, iterations, train_budget / 60,
         )  # fmt: skip
-    _fit_schedule(cfg, iterations)
     t = time.monotonic()
-    clear_run_files(out / "train")  # a rerun of the demo starts its training afresh, never mixed
-    trainer = Trainer(cfg, out / "train")
-    if run_plan:
-        # The trainer's own clock for train.max_minutes starts at train(): count from here instead.
-        planner = SchedulePlanner(cfg, t + run_plan["train_budget_s"], finish_s=run_plan["finish_s"])
-        trainer.step_hooks.append(planner)
-        planner.start()
-        spent = time.monotonic() - t
-        cfg.train.max_minutes = max(cfg.train.max_minutes - spent / 60.0, 1e-3)
-    result = trainer.train()
+    end = t + run_plan["train_budget_s"] if run_plan else None
+    finish_s = run_plan.get("finish_s", 0.0)
+    weights = None
+    low_res_iterations = 0
+    if stage1 is not None:
+        logger.info("stage 1 of 2: panoptic segmentation at %dx%d, no depth branch", h // 2, w // 2)
+        deadline1 = None if end is None else t + share * (end - t)
+        first, steady1 = _train_stage(
+            stage1, out / "train_low_res", iterations1, deadline=deadline1, finish_s=finish_s
+        )
+        weights = first.final_dir
+        low_res_iterations = first.iteration
+        if steady1 is not None:
+            run_plan["low_res_steady_step_s"] = steady1
+        logger.info("stage 2 of 2: the full model at %dx%d, from the stage-1 weights", h, w)
+    result, steady = _train_stage(
+        cfg, out / "train", iterations, weights=weights, deadline=end, finish_s=finish_s
+    )
     seconds["train"] = time.monotonic() - t
-    if planner is not None:
-        run_plan["steady_step_s"] = planner.step_seconds() or float("nan")
+    if steady is not None:
+        run_plan["steady_step_s"] = steady
         logger.info(
             "trained %d iterations in %.0f s of the %.0f s planned (steady state %.3f s per iteration, "
             "first plan %d)",
-            result.iteration, seconds["train"], run_plan["train_budget_s"], run_plan["steady_step_s"],
-            iterations,
+            result.iteration, seconds["train"], run_plan["train_budget_s"], steady, iterations,
         )  # fmt: skip
 
     # 3.-4. Evaluation on the held-out scenes, pictures and point clouds.
@@ -420,6 +490,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     atomic_write_text(metrics_path, json.dumps(summary, indent=1, allow_nan=True) + "\n")
     run_info = {
         "iterations": result.iteration,
+        "low_res_share": share,
+        "low_res_iterations": low_res_iterations,
         "stop_reason": result.reason,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
         "budget_seconds": round(budget, 1) if settings.iterations <= 0 else None,

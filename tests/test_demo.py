@@ -54,16 +54,19 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
     missing = _missing()
     if missing:
         pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
+    import yaml
     from plyfile import PlyData
+    from safetensors.torch import load_file
 
     from panopticdepth.cli.main import main
 
     out = tmp_path / "demo"
-    argv = ["demo", "--output", str(out), "--iterations", "2", "--num-train", "4", "--num-val", "2"]
+    argv = ["demo", "--output", str(out), "--iterations", "5", "--num-train", "4", "--num-val", "2"]
     argv += ["--size", "64x128", "--num-vis", "1", *TINY]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PQ" in printed and "DPQ" in printed and "AbsRel" in printed
+    assert "5 half-size + 3 full-size iterations" in printed
 
     summary = json.loads((out / "metrics.json").read_text())
     # The demo's metrics are those `evaluate --json` gives for the model it saved on the data it wrote.
@@ -85,7 +88,21 @@ def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
     assert math.isfinite(depth["abs_rel"]) and depth["abs_rel"] >= 0.0
 
     run = json.loads((out / "demo_run.json").read_text())
-    assert run["iterations"] == 2
+    # --iterations 5 with the default share 0.4: 5 * 0.6 = 3 full-size steps, and 5 * 0.4 / 0.4 = 5
+    # half-size ones in the time of the other 2 full-size steps.
+    assert (run["iterations"], run["low_res_iterations"]) == (3, 5)
+    # Stage 1: the panoptic model (no depth modules) on half-size images; stage 2 starts from it.
+    first = out / "train_low_res"
+    first_cfg = yaml.safe_load((first / "model" / "config.yaml").read_text())
+    assert first_cfg["model"]["depth"]["enabled"] is False
+    assert first_cfg["data"]["augmentation"]["short_edges"] == [32]
+    w1 = load_file(first / "model" / "model.safetensors")
+    w2 = load_file(out / "train" / "model" / "model.safetensors")
+    assert not any(k.startswith("depth") for k in w1) and any(k.startswith("depth") for k in w2)
+    # Three Adam steps (LR <= 1e-3) from the stage-1 weights move each one by at most ~3e-3; a fresh
+    # initialisation would differ by ~0.1.
+    shared = [k for k in w1 if k.endswith("weight") and w1[k].dim() == 4]
+    assert shared and all(float((w2[k] - w1[k]).abs().max()) < 0.01 for k in shared)
     assert (out / "train" / "model" / "model.safetensors").is_file()
     assert len(list((out / "data" / "video_sequence" / "train").glob("*_leftImg8bit.png"))) == 4
     assert len(list((out / "data" / "video_sequence" / "val").glob("*_leftImg8bit.png"))) == 2
@@ -167,6 +184,22 @@ def test_planner_stops_in_time_when_steps_get_slower():
     iterations, seconds, cfg, _ = _run_planned_loop(steps, 60.0, int(60 / 0.2 * 0.9))
     assert 60.0 - 2.0 - 0.5 - 0.3 * 3 <= seconds <= 60.0
     assert iterations == cfg.solver.max_iter < int(60 / 0.2 * 0.9)
+
+
+def test_demo_without_the_low_res_stage_trains_one_stage(tmp_path, capsys) -> None:
+    missing = _missing()
+    if missing:
+        pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
+    from panopticdepth.cli.main import main
+
+    out = tmp_path / "demo"
+    argv = ["demo", "--output", str(out), "--iterations", "2", "--num-train", "4", "--num-val", "2"]
+    argv += ["--size", "64x128", "--num-vis", "0", "--low-res-share", "0", *TINY]
+    assert main(argv) == 0
+    assert "2 iterations;" in capsys.readouterr().out
+    run = json.loads((out / "demo_run.json").read_text())
+    assert (run["iterations"], run["low_res_iterations"]) == (2, 0)
+    assert not (out / "train_low_res").exists()
 
 
 def test_demo_short_budget_ends_within_it_and_uses_it(tmp_path, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from .serve import add_server_arguments
@@ -75,6 +76,14 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--iterations", type=int, default=0, help="train exactly this many iterations (ignores --minutes)"
     )
     p.add_argument(
+        "--low-res-share",
+        type=float,
+        default=d.low_res_share,
+        metavar="F",
+        help=f"share of the training time spent first on panoptic segmentation at half the image size, "
+        f"without the depth branch (default {d.low_res_share:g}; 0 = one full-size stage)",
+    )
+    p.add_argument(
         "--serve",
         action="store_true",
         help="afterwards, serve the web app on the trained model with held-out scenes as examples",
@@ -105,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config,
         overrides=list(args.overrides),
         iterations=args.iterations,
+        low_res_share=args.low_res_share,
     )
     res = run_demo(settings)
     print(format_table(res.summary))
@@ -116,8 +126,11 @@ def run(args: argparse.Namespace) -> int:
         f"depth RMSE {h['RMSE']:.2f} m, AbsRel {h['AbsRel']:.3f}"
     )
     secs = res.seconds
+    run_info = json.loads((Path(args.output) / "demo_run.json").read_text())
+    first = run_info.get("low_res_iterations") or 0
+    stages = f"{first} half-size + {res.iterations} full-size" if first else f"{res.iterations}"
     print(
-        f"{res.iterations} iterations; data {secs.get('data', 0):.0f} s, train {secs.get('train', 0):.0f} s, "
+        f"{stages} iterations; data {secs.get('data', 0):.0f} s, train {secs.get('train', 0):.0f} s, "
         f"evaluation {secs.get('evaluate', 0):.0f} s, total {secs.get('total', 0) / 60:.1f} min"
     )
     out = Path(args.output)
