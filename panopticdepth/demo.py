@@ -5,7 +5,9 @@
 1. renders a small synthetic train split and a held-out val split (different seeds, so no val
    scene is ever seen in training) with `panopticdepth.data.synthetic.write_dataset`;
 2. trains `configs/synthetic/demo_cpu.yaml` (its bf16 variant on CPUs with native bf16) with the
-   library's `Trainer`. A first plan comes from two timed steps; while training, `SchedulePlanner`
+   library's `Trainer`, in two stages: panoptic segmentation alone at half the image size
+   (`low_res_stage_config`, `low_res_share` of the time), then the whole model at full size from
+   its weights. A first plan comes from two timed steps; while training, a `SchedulePlanner` per stage
    re-plans the number of iterations (and the LR schedule's warmup + poly decay with it) from the
    measured steady-state step time, so that training ends at its share of the budget;
    `train.max_minutes` is the safety stop;
