@@ -83,6 +83,7 @@ class DemoResult:
     iterations: int
     seconds: dict[str, float]
     files: list[Path]
+    low_res_iterations: int = 0  # first-stage iterations (0 = one stage)
 
 
 def cpu_has_native_bf16(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> bool:
@@ -504,7 +505,9 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         "threads": _threads(),
     }
     atomic_write_text(out / "demo_run.json", json.dumps(run_info, indent=1) + "\n")
-    return DemoResult(summary, metrics_path, result.final_dir, result.iteration, seconds, files)
+    return DemoResult(
+        summary, metrics_path, result.final_dir, result.iteration, seconds, files, low_res_iterations
+    )
 
 
 def _threads() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from .serve import add_server_arguments
@@ -126,8 +125,7 @@ def run(args: argparse.Namespace) -> int:
         f"depth RMSE {h['RMSE']:.2f} m, AbsRel {h['AbsRel']:.3f}"
     )
     secs = res.seconds
-    run_info = json.loads((Path(args.output) / "demo_run.json").read_text())
-    first = run_info.get("low_res_iterations") or 0
+    first = res.low_res_iterations
     stages = f"{first} half-size + {res.iterations} full-size" if first else f"{res.iterations}"
     print(
         f"{stages} iterations; data {secs.get('data', 0):.0f} s, train {secs.get('train', 0):.0f} s, "
