@@ -246,9 +246,11 @@ def _run_model(args: argparse.Namespace) -> dict:
     for i in progress(range(n), desc="evaluate", unit="image"):
         sample = dataset[i]
         image = sample["image"].permute(1, 2, 0).numpy()
-        sequence = sample.get("meta", {}).get("sequence")
-        track.prepare(predictor, [sequence])
-        result = track(sequence, predictor.predict(np.ascontiguousarray(image)))
+        meta = sample.get("meta", {})
+        # Independent synthetic scenes share sequence keys for DVPQ but are not a video.
+        tracked = None if meta.get("still") else meta.get("sequence")
+        track.prepare(predictor, [tracked])
+        result = track(tracked, predictor.predict(np.ascontiguousarray(image)))
         pred = to_numpy(result.panoptic).astype(np.int64)
         # Unassigned pixels (negative or category >= num_classes) are void for the evaluator.
         pred[(pred < 0) | (pred // LABEL_DIVISOR >= cfg.model.num_classes)] = VOID_ID
@@ -258,7 +260,6 @@ def _run_model(args: argparse.Namespace) -> dict:
             # The official writer truncates metres * 256 of depth clamped to [0, max_depth]
             # (docs/original_implementation.md#depth-png).
             pred_depth = np.floor(np.clip(pred_depth, 0, max_depth) * 256.0) / 256.0
-        meta = sample.get("meta", {})
         gt = protocol_ids(space, to_numpy(sample["panoptic"]))
         ev.update(
             protocol_ids(space, pred, prediction=True),

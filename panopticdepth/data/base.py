@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DataError
 from ..io.formats import LABEL_DIVISOR, VOID_ID
+from ..io.inputs import is_still_frame
 from ..label_space import CITYSCAPES, LabelSpace
 from .augment import Augmentation
 from .sample import make_sample
@@ -78,12 +79,14 @@ def find_split_dir(root: str | os.PathLike, split: str, layouts: list[str], patt
 
 
 def sequence_fields(prefix: str) -> dict[str, Any]:
-    """`SSSSSS_FFFFFF_...` -> sequence / frame meta (the DVPQ sequence key is the first field)."""
+    """`SSSSSS_FFFFFF_...` -> sequence / frame meta (the DVPQ sequence key is the first field);
+    `still` marks the synthetic generator's independent scenes, which are not to be tracked."""
     parts = prefix.split("_")
     meta: dict[str, Any] = {}
     if len(parts) >= 2 and parts[0].isdigit() and parts[1].isdigit():
         meta["sequence"] = parts[0]
         meta["frame"] = int(parts[1])
+        meta["still"] = is_still_frame(prefix)
     return meta
 
 

@@ -3,9 +3,9 @@
 Every frame comes out as an `InputFrame` with a unique output stem: an image's file stem, or
 `<videostem>_<frame:06d>` for the frames of a video, and a sequence key for tracking: the video's
 path, or the folder's (pattern's) name for the images of a folder or glob, split further by the
-leading `SSSSSS_FFFFFF_` sequence field of Cityscapes-DVPS-style names. Images given one by one
-belong to no sequence. Videos are decoded with PyAV (`av`, optional dependency, imported only when
-a video is given).
+leading `SSSSSS_FFFFFF_` sequence field of Cityscapes-DVPS-style names. Images given one by one,
+and the synthetic generator's independent scenes (`is_still_frame`), belong to no sequence. Videos
+are decoded with PyAV (`av`, optional dependency, imported only when a video is given).
 """
 
 from __future__ import annotations
@@ -98,10 +98,21 @@ def _camera_images_only(found: list[Path]) -> list[Path]:
 
 _SEQUENCE_FIELD = re.compile(r"^(\d+)_\d+_")
 
+# The city field of the synthetic generator's independent scenes (`SSSSSS_FFFFFF_synth_IIIIII`):
+# named like Cityscapes-DVPS frames so that the DVPQ evaluator groups them, but no two of them show
+# the same scene, so there is nothing to track from one to the next.
+STILL_FRAMES_CITY = "synth"
+
+
+def is_still_frame(stem: str) -> bool:
+    """True for `SSSSSS_FFFFFF_synth_...` names (independent synthetic scenes, not a video)."""
+    parts = stem.split("_")
+    return len(parts) >= 3 and parts[0].isdigit() and parts[1].isdigit() and parts[2] == STILL_FRAMES_CITY
+
 
 def image_sequence(item: InputItem) -> str | None:
-    """Sequence name of an image input (None for an image given by itself)."""
-    if item.group is None:
+    """Sequence name of an image input (None for an image given by itself or a still frame)."""
+    if item.group is None or is_still_frame(item.path.stem):
         return None
     m = _SEQUENCE_FIELD.match(item.path.stem)
     return f"{item.group}_{m.group(1)}" if m else item.group

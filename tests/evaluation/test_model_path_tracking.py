@@ -44,8 +44,9 @@ class _Predictor:
         return PanopticDepthResult(torch.from_numpy(pan), torch.from_numpy(pan // 1000), depth, segs)
 
 
-@pytest.mark.parametrize("track", [True, False])
-def test_tracking_before_dvpq(monkeypatch, tmp_path, track):
+@pytest.mark.parametrize("track, still", [(True, False), (False, False), (True, True)])
+def test_tracking_before_dvpq(monkeypatch, tmp_path, track, still):
+    """Tracked unless --no-track, or unless the frames are independent synthetic scenes (`still`)."""
     import panopticdepth.checkpoint.model_dir as model_dir
     import panopticdepth.data.build as build
     import panopticdepth.modeling.predictor as predictor
@@ -55,7 +56,7 @@ def test_tracking_before_dvpq(monkeypatch, tmp_path, track):
             "image": torch.zeros(3, H, W, dtype=torch.uint8),
             "panoptic": torch.from_numpy(_gt(i)),
             "depth": torch.full((H, W), 10.0),
-            "meta": {"sequence": "000000", "frame": i},
+            "meta": {"sequence": "000000", "frame": i, "still": still},
         }
         for i in range(N)
     ]
@@ -81,7 +82,7 @@ def test_tracking_before_dvpq(monkeypatch, tmp_path, track):
         for k in (1, 2)
     }
     assert person[1]["pq"] == pytest.approx(100.0)  # single frames: ids do not matter
-    if track:
+    if track and not still:
         assert person[2]["pq"] == pytest.approx(100.0)
     else:  # swapped ids break every 2-frame window of the persons
         assert person[2]["tp"] == 0

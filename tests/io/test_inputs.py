@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from panopticdepth.io.formats import read_image_rgb
-from panopticdepth.io.inputs import iter_frames, resolve_inputs
+from panopticdepth.io.inputs import is_still_frame, iter_frames, resolve_inputs
 
 
 def _sideways_jpeg(path):
@@ -45,3 +45,17 @@ def test_a_dataset_split_folder_yields_its_camera_frames_only(tmp_path):
     for name in ("a.png", "b_depth.png"):
         (plain / name).write_bytes((split / names[0]).read_bytes())
     assert [item.path.name for item in resolve_inputs([plain])] == ["a.png", "b_depth.png"]
+
+
+def test_independent_synthetic_scenes_form_no_sequence(tmp_path):
+    """`write_dataset` scenes are named like DVPS frames but are not a video: nothing to track;
+    moving synthetic sequences and Cityscapes-DVPS-style names keep their sequence key."""
+    from panopticdepth.data.base import sequence_fields
+    from panopticdepth.data.synthetic import sequence_prefix, synth_prefix, write_dataset
+
+    assert is_still_frame(synth_prefix(7)) and sequence_fields(synth_prefix(7))["still"]
+    for name in (sequence_prefix(1, 2), "000003_000000_munster_000105", "synth", "a_b_synth"):
+        assert not is_still_frame(name)
+    assert sequence_fields(sequence_prefix(1, 2)) == {"sequence": "000001", "frame": 2, "still": False}
+    split = write_dataset(tmp_path / "ds", "val", 3, height=16, width=32, seed=0)
+    assert [f.sequence for f in iter_frames(resolve_inputs([split]))] == [None, None, None]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ...io.formats import write_depth, write_image_rgb, write_panoptic_ids
+from ...io.inputs import STILL_FRAMES_CITY
 from ...utils.files import atomic_write_text
 from .depth_noise import apply_depth_noise
 from .motion import CITYSCAPES_FPS, CITYSCAPES_FRAME_STEP, frame_interval, sample_motion, scene_at
@@ -31,7 +32,7 @@ FRAMES_PER_SEQUENCE = 6  # the DVPQ evaluator groups by the first '_' field, 6 f
 def synth_prefix(index: int) -> str:
     """`SSSSSS_FFFFFF_synth_IIIIII`: sequence = index // 6 (the DVPQ sequence key), frame = index % 6."""
     seq, frame = divmod(index, FRAMES_PER_SEQUENCE)
-    return f"{seq:06d}_{frame:06d}_synth_{index:06d}"
+    return f"{seq:06d}_{frame:06d}_{STILL_FRAMES_CITY}_{index:06d}"
 
 
 def generate(
