@@ -87,6 +87,9 @@ def small_case() -> dict:
         "train_input_gt_classes": np.int64,
         "train_input_gt_masks": np.uint8,
     }
+    for level in ("p3", "p4", "p5", "p6", "p7"):
+        full_dtypes[f"level_{level}_thing_cand_class"] = np.int32
+        full_dtypes[f"level_{level}_thing_cand_flat_index"] = np.int64
     for name, dtype in full_dtypes.items():
         arrays[name] = arrays[name].astype(dtype)
     losses = json.loads((SMALL_CASE_DIR / "losses.json").read_text())
