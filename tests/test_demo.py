@@ -50,20 +50,27 @@ def _missing() -> list[str]:
     return out
 
 
-def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
+def _run_tiny_demo(out, *options: str) -> None:
+    """`panopticdepth demo` into `out` on 4 + 2 scenes of 64x128 with the tiny model and `options`
+    (skips while the demo's optional dependencies are missing)."""
     missing = _missing()
     if missing:
         pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
+    from panopticdepth.cli.main import main
+
+    argv = ["demo", "--output", str(out), "--num-train", "4", "--num-val", "2", "--size", "64x128"]
+    assert main([*argv, *options, *TINY]) == 0
+
+
+def test_demo_tiny_budget_end_to_end(tmp_path, capsys) -> None:
+    out = tmp_path / "demo"
+    _run_tiny_demo(out, "--iterations", "5", "--num-vis", "1")
     import yaml
     from plyfile import PlyData
     from safetensors.torch import load_file
 
     from panopticdepth.cli.main import main
 
-    out = tmp_path / "demo"
-    argv = ["demo", "--output", str(out), "--iterations", "5", "--num-train", "4", "--num-val", "2"]
-    argv += ["--size", "64x128", "--num-vis", "1", *TINY]
-    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "PQ" in printed and "DPQ" in printed and "AbsRel" in printed
     assert "5 half-size + 3 full-size iterations" in printed
@@ -187,15 +194,8 @@ def test_planner_stops_in_time_when_steps_get_slower():
 
 
 def test_demo_without_the_low_res_stage_trains_one_stage(tmp_path, capsys) -> None:
-    missing = _missing()
-    if missing:
-        pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
-    from panopticdepth.cli.main import main
-
     out = tmp_path / "demo"
-    argv = ["demo", "--output", str(out), "--iterations", "2", "--num-train", "4", "--num-val", "2"]
-    argv += ["--size", "64x128", "--num-vis", "0", "--low-res-share", "0", *TINY]
-    assert main(argv) == 0
+    _run_tiny_demo(out, "--iterations", "2", "--num-vis", "0", "--low-res-share", "0")
     assert "2 iterations;" in capsys.readouterr().out
     run = json.loads((out / "demo_run.json").read_text())
     assert (run["iterations"], run["low_res_iterations"]) == (2, 0)
@@ -203,16 +203,9 @@ def test_demo_without_the_low_res_stage_trains_one_stage(tmp_path, capsys) -> No
 
 
 def test_demo_short_budget_ends_within_it_and_uses_it(tmp_path, capsys) -> None:
-    missing = _missing()
-    if missing:
-        pytest.skip(f"demo dependencies not built yet: {', '.join(missing)}")
-    from panopticdepth.cli.main import main
-
     out = tmp_path / "demo"
     minutes = 0.5
-    argv = ["demo", "--output", str(out), "--minutes", str(minutes), "--num-train", "4", "--num-val", "2"]
-    argv += ["--size", "64x128", "--num-vis", "1", *TINY]
-    assert main(argv) == 0
+    _run_tiny_demo(out, "--minutes", str(minutes), "--num-vis", "1")
     run = json.loads((out / "demo_run.json").read_text())
     seconds, plan = run["seconds"], run["plan"]
     # The promise: the whole run ends within the budget and uses most of it.
