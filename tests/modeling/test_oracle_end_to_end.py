@@ -74,6 +74,21 @@ def _oracle_candidates(arrays: dict, level: str) -> tuple[torch.Tensor, torch.Te
     )
 
 
+def _candidate_pairs(levels, cfg, arrays: dict):
+    """Per level: (name, level, pool size, ours, the original's), the candidates as
+    {(class, flat position): score}."""
+    from panopticdepth.modeling.kernel_producer import thing_candidates
+
+    inference = cfg.model.inference
+    for i, (name, level) in enumerate(zip(LEVELS, levels)):
+        pool = inference.pool_sizes[i]
+        found, positions = thing_candidates(level, 0, pool, inference)
+        ours = dict(zip(zip(found.classes.tolist(), positions.tolist()), found.scores.tolist()))
+        classes, flat, scores = _oracle_candidates(arrays, name)
+        theirs = dict(zip(zip(classes.tolist(), flat.tolist()), scores.tolist()))
+        yield name, level, pool, ours, theirs
+
+
 @pytest.fixture(scope="module")
 def network_levels(model_dir, small_case):
     """The converted network's per-level head outputs on the case's input, and its config."""
@@ -162,16 +177,9 @@ def test_thing_candidates_differ_only_at_rounding_ties(network_levels, small_cas
     cut by them; shared candidates have the original's scores."""
     import torch.nn.functional as F
 
-    from panopticdepth.modeling.kernel_producer import thing_candidates
-
     levels, cfg = network_levels
     inference = cfg.model.inference
-    for i, (name, level) in enumerate(zip(LEVELS, levels)):
-        pool = inference.pool_sizes[i]
-        found, positions = thing_candidates(level, 0, pool, inference)
-        mine = dict(zip(zip(found.classes.tolist(), positions.tolist()), found.scores.tolist()))
-        classes, flat, scores = _oracle_candidates(small_case["arrays"], name)
-        theirs = dict(zip(zip(classes.tolist(), flat.tolist()), scores.tolist()))
+    for name, level, pool, mine, theirs in _candidate_pairs(levels, cfg, small_case["arrays"]):
         for key in mine.keys() & theirs.keys():
             assert abs(mine[key] - theirs[key]) < 1e-5, (name, key)
         # The score map the peak test sees (as `thing_candidates` computes it) and each position's
@@ -207,15 +215,10 @@ def test_instance_list_matches(which, request, small_case, network_levels):
     """The whole path, where this machine's peak test decides the rounding ties as the recording
     machine did (the previous test covers the rest)."""
     levels, cfg = network_levels
-    from panopticdepth.modeling.kernel_producer import thing_candidates
-
-    differ = 0
-    for i, (name, level) in enumerate(zip(LEVELS, levels)):
-        found, positions = thing_candidates(level, 0, cfg.model.inference.pool_sizes[i], cfg.model.inference)
-        classes, flat, _ = _oracle_candidates(small_case["arrays"], name)
-        differ += len(
-            set(zip(found.classes.tolist(), positions.tolist())) ^ set(zip(classes.tolist(), flat.tolist()))
-        )
+    differ = sum(
+        len(ours.keys() ^ theirs.keys())
+        for *_, ours, theirs in _candidate_pairs(levels, cfg, small_case["arrays"])
+    )
     if differ:
         pytest.skip(f"this CPU's convolutions round {differ} thing candidates' 1-ulp peak ties otherwise")
     _assert_instance_list(request.getfixturevalue(which), small_case["arrays"])
