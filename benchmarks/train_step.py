@@ -9,7 +9,8 @@ engine's step. Each case runs in a fresh process so that the peak resident memor
 
 Speed switches, side by side in one process (a shared machine's load then hits every variant alike;
 the variants take turns, one step each, A B C A B C ...). A variant is `+`-joined switches: fp32 |
-bf16 (solver.amp), cl (train.channels_last), fused (solver.fused_optimizer):
+bf16 (solver.amp), cl (train.channels_last), fused (solver.fused_optimizer), dense (the depth loss
+evaluated at every pixel with weights, the accelerator path, instead of only at the supervised ones):
 
     python benchmarks/train_step.py --compare fp32 bf16 bf16+cl bf16+cl+fused --iters 20
 
@@ -38,6 +39,7 @@ CASES = {
     "r50-512x1024-b2": (None, [], 512, 1024, 2),
     "small-128x256-b4": ("configs/synthetic/small_cpu.yaml", [], 128, 256, 4),
     "small-256x512-b4": ("configs/synthetic/small_cpu.yaml", [], 256, 512, 4),
+    "demo-128x256-b4": ("configs/synthetic/demo_cpu.yaml", [], 128, 256, 4),
 }
 
 
@@ -90,6 +92,7 @@ SWITCHES = {
     "bf16": "solver.amp=bf16",
     "cl": "train.channels_last=true",
     "fused": "solver.fused_optimizer=true",
+    "dense": "",  # the depth loss on every pixel, as on an accelerator (not a config key)
 }
 
 
@@ -99,7 +102,7 @@ def variant_overrides(variant: str) -> list[str]:
     unknown = [p for p in parts if p not in SWITCHES]
     if unknown:
         raise SystemExit(f"unknown switch {unknown[0]!r} in {variant!r} (known: {', '.join(SWITCHES)})")
-    return [SWITCHES[p] for p in parts]
+    return [SWITCHES[p] for p in parts if SWITCHES[p]]
 
 
 class Variant:
@@ -126,11 +129,15 @@ class Variant:
         self.opt = build_optimizer(self.model, self.cfg.solver)
         self.sched = build_lr_scheduler(self.opt, self.cfg.solver)
         self.step_module = LossModule(self.model, default_criterion, self.cfg, torch.device("cpu"))
+        self.compact_devices = () if "dense" in name.split("+") else ("cpu",)
 
     def step(self, samples: list[dict]) -> float:
         """One engine step on `samples`; returns the total loss."""
         from panopticdepth.modeling.preprocess import preprocess
+        from panopticdepth.training import losses as loss_module
         from panopticdepth.training.solver import clip_gradients
+
+        loss_module.COMPACT_DEPTH_DEVICES = self.compact_devices
 
         x, _ = preprocess([s["image"] for s in samples], self.cfg.model)
         losses = self.step_module(x, samples, (int(x.shape[-2]), int(x.shape[-1])))

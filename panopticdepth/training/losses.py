@@ -14,7 +14,7 @@ applied (the engine sums the values):
 
 Depth variants (Table 3) follow `cfg.model.depth`: `mode="pixel"` (variant A) supervises
 `HeadOutputs.pixel_depth` over all valid pixels and has no instance loss; `normalization` T2 / T1 /
-none goes through `depth_generator.depth_maps`; the instance loss (`cfg.train.loss.
+none goes through `depth_generator.depth_from_response`; the instance loss (`cfg.train.loss.
 instance_depth_loss`) supervises the shift `d_max/2 * sigma(v_s)` with the instance's mean depth
 (T2, the original) or its min depth (T1, Eq. 4); with `none` there is no shift and no instance loss.
 A disabled term is absent from the dict; depth off -> no depth terms at all.
@@ -36,9 +36,10 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import sigmoid_focal_loss
 
+from ..config.model import DepthConfig
 from ..config.schema import Config
 from ..errors import PanopticDepthError
-from ..modeling.depth_generator import depth_maps
+from ..modeling.depth_generator import depth_from_response
 from ..modeling.kernel_projection import KernelProjection
 from ..modeling.outputs import HeadOutputs, LevelOutputs
 from ..utils.device import index_tensor
@@ -49,6 +50,9 @@ from .targets import Targets
 # (docs/original_implementation.md#depth-clamp)
 DEPTH_EPS = 1e-6
 DICE_EPS = 1e-8
+# device types on which the depth loss compacts the supervised (segment, pixel) pairs: a host wait
+# costs nothing there, and the dense alternative is most of the loss's time (`_pair_depths`)
+COMPACT_DEPTH_DEVICES = ("cpu",)
 
 
 def graph_zero(*tensors: torch.Tensor | None) -> torch.Tensor:
@@ -232,6 +236,38 @@ def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
     return 0.5 * cfg.model.depth.max_depth * torch.sigmoid(depth_kernels[..., 0])
 
 
+def _pair_depths(
+    kernels_nq: torch.Tensor,
+    emb_ek: torch.Tensor,
+    sel_nk: torch.Tensor,
+    depth_k: torch.Tensor,
+    cfg: DepthConfig,
+    compact: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(true depth, predicted depth, weight) of the (kernel, pixel) pairs that `sel_nk` selects,
+    as flat vectors for `masked_depth_loss` (the maps of `depth_maps`, Eq. 3).
+
+    Dense: every pair, unselected ones weighted 0 (no host wait, for accelerators). Compact: only
+    the selected pairs, all weighted 1, after one matmul for the responses; the same values and
+    loss up to summation order, without the element-wise work on the ~95 % of pairs a thing's mask
+    leaves out (the CPU path; benchmarks/README.md, training step).
+    """
+    response_nk = kernels_nq[:, 2:] @ emb_ek
+    n, k = response_nk.shape
+    if not compact:
+        pred = depth_from_response(response_nk, kernels_nq[:, 0:1], kernels_nq[:, 1:2], cfg)
+        return depth_k.view(1, -1).expand(n, k).reshape(-1), pred.reshape(-1), sel_nk.reshape(-1)
+    flat = sel_nk.reshape(-1).nonzero().squeeze(1)
+    rows, cols = torch.div(flat, k, rounding_mode="floor"), flat % k
+    pred = depth_from_response(
+        response_nk.reshape(-1).index_select(0, flat),
+        kernels_nq[:, 0].index_select(0, rows),
+        kernels_nq[:, 1].index_select(0, rows),
+        cfg,
+    )
+    return depth_k.index_select(0, cols), pred, torch.ones_like(flat, dtype=torch.bool)
+
+
 def instance_depth_losses(
     outputs: HeadOutputs,
     targets: Targets,
@@ -239,12 +275,14 @@ def instance_depth_losses(
     stuff: StuffKernels,
     cfg: Config,
     slots: SlotIndex | None = None,
+    compact: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (Eq. 6-9).
 
-    Per image, the valid slots are taken by their host-known positions (`slots`) and every
-    data-dependent selection (pixels with depth, slots with depth pixels) is a weight, not a
-    compaction, so the loop never waits for the device.
+    Per image, the valid slots are taken by their host-known positions (`slots`). `compact`
+    (default: on the devices of `COMPACT_DEPTH_DEVICES`) evaluates the depth maps only at the pixels each segment supervises;
+    otherwise every data-dependent selection (pixels with depth, slots with depth pixels) is a
+    weight, not a compaction, so the loop never waits for the device (`_pair_depths`).
     """
     lc, dc = cfg.train.loss, cfg.model.depth
     emb = outputs.depth_embedding
@@ -254,6 +292,7 @@ def instance_depth_losses(
         )
     slots = slots or SlotIndex.build(targets, things, stuff)
     depth = targets.depth
+    compact = depth.device.type in COMPACT_DEPTH_DEVICES if compact is None else compact
     b = depth.shape[0]
     p = things.depth_kernels.shape[2]
     first_thing = cfg.model.first_thing_id
@@ -262,18 +301,17 @@ def instance_depth_losses(
     for i in range(b):
         depth_k = depth[i, 0].flatten()  # (K,)
         valid_px = depth_k > 0
-        gts, preds, weights = [], [], []
+        emb_ek = emb[i].flatten(1)  # (E, K)
+        pairs = []
         idx = slots.things_per_image[i]
         n = idx.numel()
         if n > 0:
             # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel
             kept = things.depth_count[i].index_select(0, idx) > 0  # (n,)
             dk = things.depth_kernels[i].index_select(0, idx)  # (n, P, E2)
-            maps = depth_maps(dk.reshape(n * p, -1), emb[i], dc).view(n, p, -1)
             sel = (things.masks[i].index_select(0, idx).flatten(1) > 0) & valid_px & kept[:, None]  # (n, K)
-            preds.append(maps.reshape(-1))
-            gts.append(depth_k.view(1, 1, -1).expand(n, p, -1).reshape(-1))
-            weights.append(sel.unsqueeze(1).expand(n, p, -1).reshape(-1))
+            sel_npk = sel.unsqueeze(1).expand(n, p, -1).reshape(n * p, -1)
+            pairs.append(_pair_depths(dk.reshape(n * p, -1), emb_ek, sel_npk, depth_k, dc, compact))
             if with_instance:
                 stat = things.depth_mean[i] if dc.normalization == "T2" else things.depth_min[i]
                 shift = _shift_prediction(dk, cfg)  # (n, P)
@@ -286,21 +324,17 @@ def instance_depth_losses(
                     )
                 )
         sidx = slots.stuff_per_image[i]
-        m = sidx.numel()
-        if m > 0:
+        if sidx.numel() > 0:
             # stuff: present stuff classes (not thing train ids) with valid pixels
             labels = stuff.labels[i].index_select(0, sidx).flatten(1)  # (m, K)
             is_stuff = stuff.classes[i].index_select(0, sidx) < first_thing
             st_kept = is_stuff & ((labels * valid_px).sum(-1) > 0)
-            maps = depth_maps(stuff.depth_kernels[i].index_select(0, sidx), emb[i], dc).view(m, -1)
             sel = (labels > cfg.train.targets.stuff_depth_threshold) & valid_px & st_kept[:, None]
-            preds.append(maps.reshape(-1))
-            gts.append(depth_k.view(1, -1).expand(m, -1).reshape(-1))
-            weights.append(sel.reshape(-1))
-        if preds:
-            pixel_terms.append(
-                masked_depth_loss(torch.cat(gts), torch.cat(preds), torch.cat(weights), lc.depth_si_factor)
-            )
+            kernels = stuff.depth_kernels[i].index_select(0, sidx)
+            pairs.append(_pair_depths(kernels, emb_ek, sel, depth_k, dc, compact))
+        if pairs:
+            gts, preds, weights = (torch.cat(parts) for parts in zip(*pairs))
+            pixel_terms.append(masked_depth_loss(gts, preds, weights, lc.depth_si_factor))
     zero = graph_zero(emb, things.depth_kernels, stuff.depth_kernels)
     out = {"loss_depth": lc.depth * (sum(pixel_terms, zero) / b)}
     if with_instance:

@@ -12,7 +12,13 @@ import torch
 from panopticdepth.config import Config
 from panopticdepth.modeling.depth_generator import depth_maps
 from panopticdepth.training.kernel_gather import gather_stuff_kernels, gather_thing_kernels
-from panopticdepth.training.losses import compute_losses, depth_loss, dice_loss, focal_loss
+from panopticdepth.training.losses import (
+    compute_losses,
+    depth_loss,
+    dice_loss,
+    focal_loss,
+    instance_depth_losses,
+)
 from panopticdepth.training.targets import build_targets
 
 from .test_kernel_gather import TinyProjections, random_outputs, sample
@@ -191,6 +197,34 @@ def test_batch_depth_losses_are_per_image_means():
     for key in DEPTH_KEYS:
         expected = (float(per_image[0][key]) + float(per_image[1][key])) / 2
         assert float(losses2[key]) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("normalization", ["T2", "T1", "none"])
+def test_compact_and_dense_depth_losses_agree(normalization):
+    """The CPU path (only the supervised pixels) and the accelerator path (every pixel, weighted)
+    give the same losses and gradients, on a batch with an image that is half without depth."""
+    cfg = Config()
+    cfg.model.depth.normalization = normalization
+    a, b = sample(seed=0), sample(seed=1)
+    b["depth"][:, :64] = 0
+    results = []
+    for compact in (True, False):
+        out = random_outputs(2, seed=3)
+        targets = build_targets([a, b], out, (64, 128), cfg)
+        model = TinyProjections()
+        things = gather_thing_kernels(out, targets, model)
+        stuff = gather_stuff_kernels(out, targets, model)
+        losses = instance_depth_losses(out, targets, things, stuff, cfg, compact=compact)
+        sum(losses.values()).backward()
+        grads = [out.depth_embedding.grad] + [lv.depth_kernels.grad for lv in out.levels]
+        results.append(({k: float(v) for k, v in losses.items()}, grads))
+    (compact_losses, compact_grads), (dense_losses, dense_grads) = results
+    assert compact_losses.keys() == dense_losses.keys() and compact_losses["loss_depth"] > 0
+    for key, value in dense_losses.items():
+        assert compact_losses[key] == pytest.approx(value, rel=1e-5)
+    assert float(dense_grads[0].abs().sum()) > 0 and sum(float(g.abs().sum()) for g in dense_grads[1:]) > 0
+    for g_compact, g_dense in zip(compact_grads, dense_grads):
+        torch.testing.assert_close(g_compact, g_dense, rtol=1e-4, atol=1e-6)
 
 
 def test_empty_image_and_invalid_depth_give_finite_connected_zeros():
