@@ -40,6 +40,7 @@ CASES = {
     "small-128x256-b4": ("configs/synthetic/small_cpu.yaml", [], 128, 256, 4),
     "small-256x512-b4": ("configs/synthetic/small_cpu.yaml", [], 256, 512, 4),
     "demo-128x256-b4": ("configs/synthetic/demo_cpu.yaml", [], 128, 256, 4),
+    "demo-frozen-128x256-b4": ("configs/synthetic/demo_cpu.yaml", ["model.backbone.freeze_at=5"], 128, 256, 4),
 }
 
 
