@@ -40,7 +40,13 @@ CASES = {
     "small-128x256-b4": ("configs/synthetic/small_cpu.yaml", [], 128, 256, 4),
     "small-256x512-b4": ("configs/synthetic/small_cpu.yaml", [], 256, 512, 4),
     "demo-128x256-b4": ("configs/synthetic/demo_cpu.yaml", [], 128, 256, 4),
-    "demo-frozen-128x256-b4": ("configs/synthetic/demo_cpu.yaml", ["model.backbone.freeze_at=5"], 128, 256, 4),
+    "demo-frozen-128x256-b4": (
+        "configs/synthetic/demo_cpu.yaml",
+        ["model.backbone.freeze_at=5"],
+        128,
+        256,
+        4,
+    ),
 }
 
 
@@ -109,7 +115,7 @@ def variant_overrides(variant: str) -> list[str]:
 class Variant:
     """One training set-up: its own network (same seed for all), optimizer and LR schedule."""
 
-    def __init__(self, name: str, case: str):
+    def __init__(self, name: str, case: str, seed: int = 0):
         import torch
 
         from panopticdepth.config import load_config
@@ -124,7 +130,7 @@ class Variant:
             REPO / cfg_file if cfg_file else None,
             [*overrides, *variant_overrides(name), "model.backbone.pretrained="],
         )
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         self.model = apply_channels_last(build_model(self.cfg.model), self.cfg.train.channels_last)
         self.model.train()
         self.opt = build_optimizer(self.model, self.cfg.solver)
@@ -202,7 +208,9 @@ def compare(case: str, names: list[str], iters: int, threads: int) -> None:
         )
 
 
-def curve(case: str, names: list[str], iters: int, threads: int, every: int, pool: int) -> None:
+def curve(
+    case: str, names: list[str], iters: int, threads: int, every: int, pool: int, seed: int = 0
+) -> None:
     """Train every variant from the same initial weights on the same batches; print the mean
     total loss of each window of `every` steps and its relative difference to the first variant."""
     import random
@@ -211,9 +219,9 @@ def curve(case: str, names: list[str], iters: int, threads: int, every: int, poo
 
     torch.set_num_threads(threads)
     _f, _o, h, w, batch = CASES[case]
-    variants = [Variant(n, case) for n in names]
-    frames = make_samples(h, w, list(range(pool)))
-    order = random.Random(0)
+    variants = [Variant(n, case, seed) for n in names]
+    frames = make_samples(h, w, list(range(seed * pool, (seed + 1) * pool)))
+    order = random.Random(seed)
     losses: dict[str, list[float]] = {v.name: [] for v in variants}
     seconds: dict[str, float] = {v.name: 0.0 for v in variants}
     print(f"{case}, {iters} steps, batches of {batch} from {pool} synthetic frames, {threads} threads")
@@ -250,9 +258,13 @@ def main() -> None:
     p.add_argument("--curve", type=int, default=0, help="train the --compare variants N steps, print losses")
     p.add_argument("--every", type=int, default=25, help="--curve: steps per printed window")
     p.add_argument("--pool", type=int, default=64, help="--curve: synthetic frames to draw batches from")
+    p.add_argument(
+        "--seed", type=int, default=0, help="--curve: initial weights, frames (seed*pool..) and batch order"
+    )
     args = p.parse_args()
     if args.curve:
-        curve(args.case, args.compare or ["fp32", "bf16"], args.curve, args.threads, args.every, args.pool)
+        names = args.compare or ["fp32", "bf16"]
+        curve(args.case, names, args.curve, args.threads, args.every, args.pool, args.seed)
         return
     if args.compare:
         compare(args.case, args.compare, args.iters, args.threads)
