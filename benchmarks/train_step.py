@@ -148,6 +148,7 @@ class Variant:
 
         x, _ = preprocess([s["image"] for s in samples], self.cfg.model)
         losses = self.step_module(x, samples, (int(x.shape[-2]), int(x.shape[-1])))
+        self.last_losses = {k: float(v.detach()) for k, v in losses.items()}
         total = sum(losses.values())
         total.backward()
         clip_gradients(self.model.parameters(), self.cfg.solver.clip_value)
@@ -209,10 +210,18 @@ def compare(case: str, names: list[str], iters: int, threads: int) -> None:
 
 
 def curve(
-    case: str, names: list[str], iters: int, threads: int, every: int, pool: int, seed: int = 0
+    case: str,
+    names: list[str],
+    iters: int,
+    threads: int,
+    every: int,
+    pool: int,
+    seed: int = 0,
+    dump: str = "",
 ) -> None:
     """Train every variant from the same initial weights on the same batches; print the mean
-    total loss of each window of `every` steps and its relative difference to the first variant."""
+    total loss of each window of `every` steps and its relative difference to the first variant
+    (`dump`: also every step's loss terms per variant, as JSON)."""
     import random
 
     import torch
@@ -224,6 +233,7 @@ def curve(
     order = random.Random(seed)
     losses: dict[str, list[float]] = {v.name: [] for v in variants}
     seconds: dict[str, float] = {v.name: 0.0 for v in variants}
+    terms: dict[str, list[dict[str, float]]] = {v.name: [] for v in variants}
     print(f"{case}, {iters} steps, batches of {batch} from {pool} synthetic frames, {threads} threads")
     print(f"mean total loss per window of {every} steps; d = relative difference to {names[0]}")
     head = f"{'steps':>9} " + " ".join(f"{n:>14}" for n in names)
@@ -235,6 +245,7 @@ def curve(
             t0 = time.perf_counter()
             losses[v.name].append(v.step(samples))
             seconds[v.name] += time.perf_counter() - t0
+            terms[v.name].append(v.last_losses)
         if (it + 1) % every == 0 or it + 1 == iters:  # one row per finished window, as it ends
             start = it // every * every
             means = [statistics.mean(losses[n][start:]) for n in names]
@@ -243,6 +254,10 @@ def curve(
     load1 = os.getloadavg()
     print(f"load average (1 min) before {load0[0]:.2f}, after {load1[0]:.2f}")
     print("s/iter: " + ", ".join(f"{n} {seconds[n] / iters:.3f}" for n in names))
+    if dump:
+        from panopticdepth.utils.files import atomic_write_text
+
+        atomic_write_text(Path(dump), json.dumps({"case": case, "seed": seed, "steps": terms}) + "\n")
 
 
 def main() -> None:
@@ -261,10 +276,11 @@ def main() -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="--curve: initial weights, frames (seed*pool..) and batch order"
     )
+    p.add_argument("--dump", default="", help="--curve: write every step's loss terms to this JSON file")
     args = p.parse_args()
     if args.curve:
         names = args.compare or ["fp32", "bf16"]
-        curve(args.case, names, args.curve, args.threads, args.every, args.pool, args.seed)
+        curve(args.case, names, args.curve, args.threads, args.every, args.pool, args.seed, args.dump)
         return
     if args.compare:
         compare(args.case, args.compare, args.iters, args.threads)
