@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+
 import pytest
 
 from . import load_benchmark
@@ -15,14 +18,22 @@ def test_variant_overrides():
         "train.channels_last=true",
         "solver.fused_optimizer=true",
     ]
+    assert mod.variant_overrides("bf16+dense") == ["solver.amp=bf16"]  # dense: the depth loss path only
     with pytest.raises(SystemExit, match="fp16"):
         mod.variant_overrides("fp16")
 
 
-def test_curve_smoke(capsys):
+def test_curve_smoke(capsys, tmp_path):
     mod = load_benchmark("train_step")
     mod.CASES["tiny"] = ("configs/synthetic/small_cpu.yaml", [], 64, 128, 2)
-    mod.curve("tiny", ["fp32", "bf16+cl"], iters=2, threads=1, every=1, pool=3)
+    dump = tmp_path / "steps.json"
+    mod.curve("tiny", ["fp32", "bf16+cl"], iters=2, threads=1, every=1, pool=3, seed=1, dump=str(dump))
     out = capsys.readouterr().out.splitlines()
     rows = [line for line in out if line.lstrip().startswith(("1-1", "2-2"))]
     assert len(rows) == 2 and all("%" in r for r in rows), out
+    steps = json.loads(dump.read_text())["steps"]
+    assert set(steps) == {"fp32", "bf16+cl"} and all(len(v) == 2 for v in steps.values())
+    first = steps["fp32"][0]
+    assert "loss_depth" in first and all(math.isfinite(x) for x in first.values())
+    total = float(out[[i for i, line in enumerate(out) if line.lstrip().startswith("1-1")][0]].split()[1])
+    assert sum(first.values()) == pytest.approx(total, rel=1e-3)  # the printed window mean is these terms
