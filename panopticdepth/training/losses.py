@@ -280,9 +280,10 @@ def instance_depth_losses(
     """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (Eq. 6-9).
 
     Per image, the valid slots are taken by their host-known positions (`slots`). `compact`
-    (default: on the devices of `COMPACT_DEPTH_DEVICES`) evaluates the depth maps only at the pixels each segment supervises;
-    otherwise every data-dependent selection (pixels with depth, slots with depth pixels) is a
-    weight, not a compaction, so the loop never waits for the device (`_pair_depths`).
+    (default: on the devices of `COMPACT_DEPTH_DEVICES`) evaluates the depth maps only at the
+    pixels each segment supervises; otherwise every data-dependent selection (pixels with depth,
+    slots with depth pixels) is a weight, not a compaction, so the loop never waits for the device
+    (`_pair_depths`).
     """
     lc, dc = cfg.train.loss, cfg.model.depth
     emb = outputs.depth_embedding
