@@ -14,6 +14,13 @@ evaluated at every pixel with weights, the accelerator path, instead of only at 
 
     python benchmarks/train_step.py --compare fp32 bf16 bf16+cl bf16+cl+fused --iters 20
 
+A variant `REV@switches` is the step of another commit of this repository (a temporary git worktree
+at REV, in a child process that takes its turn like the others): the speed against the code of a
+given day in the same run, e.g. the float32 step of the day issue 14 was filed against today's
+bf16 step:
+
+    python benchmarks/train_step.py --compare 740cb79@fp32 fp32 bf16+cl+fused --iters 20
+
 Loss curve of the variants from one initialisation on one sequence of batches (the first variant
 is the reference; a second float32 variant, e.g. fp32+cl, shows how far rounding alone moves it):
 
@@ -29,6 +36,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -157,16 +165,125 @@ class Variant:
         self.sched.step()
         return float(total.detach())
 
+    def timed_step(self, samples: list[dict]) -> tuple[float, float]:
+        """(wall s, process CPU s) of one step."""
+        t0, c0 = time.perf_counter(), time.process_time()
+        self.step(samples)
+        return time.perf_counter() - t0, time.process_time() - c0
 
-def make_samples(h: int, w: int, indices: list[int]) -> list[dict]:
-    """Synthetic frames `indices` (seed 0) as training Samples."""
+    def close(self) -> None:
+        pass
+
+
+class OtherCommitVariant:
+    """`REV@switches`: the training step of commit REV, built by that commit's own code in a child
+    process (a detached git worktree); each `timed_step` asks the child for one step on the same
+    frames, so it takes its turn with the in-process variants while they wait, and vice versa.
+
+    The child uses only what every version of the package has had since the training engine
+    (`load_config`, `build_model`, `preprocess`, `LossModule`, `default_criterion`, the solver's
+    builders and `clip_gradients`), the way the engine steps.
+    """
+
+    def __init__(self, name: str, case: str, threads: int, frames_npz: Path, seed: int = 0):
+        self.name = name
+        rev, _, switches = name.partition("@")
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"train_step_{rev}_"))
+        self.tree = self.tmp / "tree"
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet", str(self.tree), rev],
+            check=True,
+        )
+        env = {**os.environ, "PYTHONPATH": str(self.tree)}
+        cmd = [sys.executable, __file__, "--serve", json.dumps(CASES[case]), "--variant", switches or "fp32"]
+        cmd += ["--repo", str(self.tree), "--frames", str(frames_npz)]
+        cmd += ["--threads", str(threads), "--seed", str(seed)]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
+        ready = self.proc.stdout.readline()
+        if not ready.startswith("ready"):
+            self.close()
+            raise SystemExit(f"{name}: the child process of commit {rev} did not start ({ready.strip()!r})")
+        self.package = ready.split(maxsplit=1)[1].strip()
+
+    def timed_step(self, samples: list[dict]) -> tuple[float, float]:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        reply = json.loads(self.proc.stdout.readline())
+        return reply["wall"], reply["cpu"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()
+            self.proc.wait(timeout=60)
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.tree)], check=False)
+        subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
+
+
+def serve(case: list, variant: str, repo: Path, frames_npz: Path, threads: int, seed: int) -> None:
+    """Child side of `OtherCommitVariant`: build the step with the package on PYTHONPATH (the other
+    commit's), print `ready PATH`, then one JSON line of timings per `step` line on stdin."""
+    import numpy as np
+    import torch
+
+    import panopticdepth
+    from panopticdepth.config import load_config
+    from panopticdepth.data.sample import make_sample
+    from panopticdepth.modeling import build_model
+    from panopticdepth.modeling.preprocess import preprocess
+    from panopticdepth.training.engine import LossModule, default_criterion
+    from panopticdepth.training.solver import build_lr_scheduler, build_optimizer, clip_gradients
+
+    torch.set_num_threads(threads)
+    cfg_file, overrides, _h, _w, _batch = case
+    cfg = load_config(
+        repo / cfg_file if cfg_file else None,
+        [*overrides, *variant_overrides(variant), "model.backbone.pretrained="],
+    )
+    torch.manual_seed(seed)
+    model = build_model(cfg.model)
+    model.train()
+    opt = build_optimizer(model, cfg.solver)
+    sched = build_lr_scheduler(opt, cfg.solver)
+    step_module = LossModule(model, default_criterion, cfg, torch.device("cpu"))
+    data = np.load(frames_npz)
+    samples = [
+        make_sample(data[f"image{i}"], data[f"panoptic{i}"], data[f"depth{i}"], {"image_id": str(i)})
+        for i in range(int(data["count"]))
+    ]
+
+    def step() -> None:
+        x, _ = preprocess([s["image"] for s in samples], cfg.model)
+        losses = step_module(x, samples, (int(x.shape[-2]), int(x.shape[-1])))
+        sum(losses.values()).backward()
+        clip_gradients(model.parameters(), cfg.solver.clip_value)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+
+    print(f"ready {Path(panopticdepth.__file__).parent}", flush=True)
+    for line in sys.stdin:
+        if line.strip() != "step":
+            break
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        print(json.dumps({"wall": time.perf_counter() - t0, "cpu": time.process_time() - c0}), flush=True)
+
+
+def make_samples(h: int, w: int, indices: list[int], save_npz: Path | None = None) -> list[dict]:
+    """Synthetic frames `indices` (seed 0) as training Samples (`save_npz`: also the raw frames,
+    for another commit's child process to build its own Samples from)."""
+    import numpy as np
+
     from panopticdepth.data.sample import make_sample
     from panopticdepth.data.synthetic.writer import generate
 
-    out = []
-    for i in indices:
+    out, raw = [], {"count": np.array(len(indices))}
+    for k, i in enumerate(indices):
         f = generate(0, i, h, w)
+        raw.update({f"image{k}": f.image, f"panoptic{k}": f.panoptic.astype("int64"), f"depth{k}": f.depth})
         out.append(make_sample(f.image, f.panoptic.astype("int64"), f.depth, {"image_id": str(i)}))
+    if save_npz is not None:
+        np.savez(save_npz, **raw)
     return out
 
 
@@ -176,19 +293,32 @@ def compare(case: str, names: list[str], iters: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     _f, _o, h, w, batch = CASES[case]
-    variants = [Variant(n, case) for n in names]
-    samples = make_samples(h, w, list(range(batch)))
+    with tempfile.TemporaryDirectory() as tmp:
+        frames = Path(tmp) / "frames.npz"
+        samples = make_samples(h, w, list(range(batch)), save_npz=frames)
+        variants: list = []
+        try:
+            for n in names:
+                other = "@" in n
+                variants.append(OtherCommitVariant(n, case, threads, frames) if other else Variant(n, case))
+            _timed_rounds(case, variants, samples, iters, threads)
+        finally:
+            for v in variants:
+                v.close()
+
+
+def _timed_rounds(case: str, variants: list, samples: list[dict], iters: int, threads: int) -> None:
+    names = [v.name for v in variants]
     for v in variants:
-        v.step(samples)  # warm-up (allocator, oneDNN primitive caches)
+        v.timed_step(samples)  # warm-up (allocator, oneDNN primitive caches)
     load0 = os.getloadavg()
     times: dict[str, list[float]] = {v.name: [] for v in variants}
     cpu: dict[str, list[float]] = {v.name: [] for v in variants}
     for _ in range(iters):
         for v in variants:
-            t0, c0 = time.perf_counter(), time.process_time()
-            v.step(samples)
-            times[v.name].append(time.perf_counter() - t0)
-            cpu[v.name].append(time.process_time() - c0)
+            wall, cpu_s = v.timed_step(samples)
+            times[v.name].append(wall)
+            cpu[v.name].append(cpu_s)
     load1 = os.getloadavg()
     print(f"{case}, {threads} threads, {iters} steps per variant in turns; load average (1/5/15 min)")
     print(
@@ -199,6 +329,9 @@ def compare(case: str, names: list[str], iters: int, threads: int) -> None:
     # CPU s = the process's CPU time per step (all threads): with one thread it hardly depends on
     # the other jobs of a shared machine; with two it includes time spent spinning in waits.
     cols = ("median s", 9), ("min s", 7), ("mean s", 7), ("vs first", 9), ("CPU s", 7), ("vs first", 9)
+    for v in variants:
+        if isinstance(v, OtherCommitVariant):
+            print(f"  {v.name}: the package at {v.package}")
     print(f"{'variant':<18}" + "".join(f" {c:>{wd}}" for c, wd in cols))
     for n in names:
         t, c = times[n], statistics.median(cpu[n])
@@ -277,7 +410,15 @@ def main() -> None:
         "--seed", type=int, default=0, help="--curve: initial weights, frames (seed*pool..) and batch order"
     )
     p.add_argument("--dump", default="", help="--curve: write every step's loss terms to this JSON file")
+    p.add_argument("--serve", help=argparse.SUPPRESS)  # child of a REV@switches variant: CASES entry
+    p.add_argument("--variant", help=argparse.SUPPRESS)
+    p.add_argument("--repo", help=argparse.SUPPRESS)
+    p.add_argument("--frames", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.serve:
+        case = json.loads(args.serve)
+        serve(case, args.variant, Path(args.repo), Path(args.frames), args.threads, args.seed)
+        return
     if args.curve:
         names = args.compare or ["fp32", "bf16"]
         curve(args.case, names, args.curve, args.threads, args.every, args.pool, args.seed, args.dump)

@@ -37,3 +37,24 @@ def test_curve_smoke(capsys, tmp_path):
     assert "loss_depth" in first and all(math.isfinite(x) for x in first.values())
     total = float(out[[i for i, line in enumerate(out) if line.lstrip().startswith("1-1")][0]].split()[1])
     assert sum(first.values()) == pytest.approx(total, rel=1e-3)  # the printed window mean is these terms
+
+
+def test_compare_with_another_commit(capsys):
+    """`REV@fp32` steps the package of commit REV in a child process, in turns with the others,
+    and removes its temporary worktree afterwards."""
+    import subprocess
+
+    mod = load_benchmark("train_step")
+    head = subprocess.run(["git", "-C", str(mod.REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("not a git checkout: no other commit to compare with")
+    mod.CASES["tiny"] = ("configs/synthetic/small_cpu.yaml", [], 64, 128, 2)
+    mod.compare("tiny", ["HEAD@fp32", "fp32"], iters=2, threads=1)
+    out = capsys.readouterr().out
+    package = [line for line in out.splitlines() if "HEAD@fp32: the package at" in line]
+    assert package and "train_step_HEAD_" in package[0], out  # the worktree's package, not this one
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("HEAD@", "fp32"))}
+    assert set(rows) == {"HEAD@fp32", "fp32"}, out
+    assert all(float(r[1]) > 0 for r in rows.values())
+    listed = subprocess.run(["git", "-C", str(mod.REPO), "worktree", "list"], capture_output=True, text=True)
+    assert "train_step_HEAD_" not in listed.stdout
