@@ -148,7 +148,8 @@ def draw_heatmap(
 
     sigma = (2r + 1) / sigma_factor; values < float64-eps * max are zeroed; the window is clipped at
     the borders (a centre at x = w, allowed by the original's clamp, still draws its left part).
-    Computed in float64 and cast, like the original's numpy kernel.
+    Computed in float64 and cast, like the original's numpy kernel. A batch draws into the channels
+    image * K + class of one call (`num_classes` = B * K).
     """
     h, w = size
     device = centers_n2.device
@@ -252,6 +253,30 @@ class _ImageThings:
     classes_n: torch.Tensor  # (N,) int64
 
 
+@dataclass
+class _BatchThings:
+    """Every image's instances in one list (image-major), soft masks pasted at the mask size."""
+
+    masks_nHW: torch.Tensor  # (N, H4, W4) soft masks, zero outside the image
+    centers_n2: torch.Tensor
+    boxes_n4: torch.Tensor
+    classes_n: torch.Tensor
+    images_n: torch.Tensor  # (N,) int64 image of each instance
+
+    @classmethod
+    def concat(cls, things: list[_ImageThings], mask_size) -> _BatchThings:
+        device = things[0].classes_n.device
+        sizes = [t.classes_n.numel() for t in things]  # host-known: no wait for the device
+        images = index_tensor([b for b, n in enumerate(sizes) for _ in range(n)], device)
+        return cls(
+            masks_nHW=torch.cat([_paste(t.soft_nhw, mask_size) for t in things]),
+            centers_n2=torch.cat([t.centers_n2 for t in things]),
+            boxes_n4=torch.cat([t.boxes_n4 for t in things]),
+            classes_n=torch.cat([t.classes_n for t in things]),
+            images_n=images,
+        )
+
+
 def _path(sample: dict) -> str:
     return sample.get("meta", {}).get("image_path", "<unknown image>")
 
@@ -347,50 +372,74 @@ def _assigned(things: _ImageThings, scale_range) -> torch.Tensor:
     return (things.scales_n >= lo) & (things.scales_n <= hi)
 
 
-def _assign_level(
-    things: _ImageThings,
-    assigned: torch.Tensor,
+@dataclass
+class _LevelThings:
+    """One level's thing targets for the batch (the thing fields of `LevelTargets`)."""
+
+    center: torch.Tensor
+    masks: torch.Tensor
+    valid: torch.Tensor
+    classes: torch.Tensor
+    index: torch.Tensor
+
+
+def _level_things(
+    things: _BatchThings,
+    plan: _LevelPlan,
+    batch: int,
     level_size,
-    mask_size,
     padded_size,
     tcfg: TargetConfig,
     num_classes: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One image, one level -> (heat (K,h,w), masks (n,H4,W4), classes (n,), index (n,)).
-
-    `assigned` holds the indices of the level's instances (in instance order), computed on the host
-    from the one transfer of `build_targets`.
-    """
+) -> _LevelThings:
+    """One level, all images at once: heat maps (B, K, h, w) and the thing slots (B, T, ...),
+    T = max(1, max_b #assigned) (docs/original_implementation.md#target-slots)."""
     h, w = level_size
-    centers = things.centers_n2[assigned]
+    mask_size = tuple(things.masks_nHW.shape[-2:])
+    idx = plan.assigned
+    centers = things.centers_n2[idx]
     # Centre rescale in float32 then truncation toward zero, clamp with the original's off-by-one.
     ratio = torch.tensor([w / mask_size[1], h / mask_size[0]], dtype=torch.float32, device=centers.device)
     centers_int = (centers * ratio).to(torch.int64)
     centers_int[:, 0].clamp_(min=0, max=w)
     centers_int[:, 1].clamp_(min=0, max=h)
-    boxes = things.boxes_n4[assigned]
+    boxes = things.boxes_n4[idx]
     box_ratio = torch.tensor(
         [w / padded_size[1], h / padded_size[0]], dtype=torch.float32, device=boxes.device
     )
     wh = (boxes[:, 2:] - boxes[:, :2]) * box_ratio
     radius = gaussian_radius(wh, tcfg.min_overlap).clamp(min=0).to(torch.int32)
-    classes = things.classes_n[assigned]
-    heat = draw_heatmap(centers_int, radius, classes, num_classes, (h, w), tcfg.gaussian_sigma)
-    soft = things.soft_nhw[assigned]
-    masks = torch.zeros((soft.shape[0], *mask_size), device=soft.device)
-    masks[:, : soft.shape[1], : soft.shape[2]] = soft[:, : mask_size[0], : mask_size[1]]
-    index = centers_int[:, 1] * w + centers_int[:, 0]
-    return heat, masks, classes, index
+    classes = things.classes_n[idx]
+    channels = things.images_n[idx] * num_classes + classes
+    heat = draw_heatmap(centers_int, radius, channels, batch * num_classes, (h, w), tcfg.gaussian_sigma)
+    t_slots = plan.num_slots
+    device = centers.device
+    masks = torch.full((batch * t_slots, *mask_size), float(tcfg.ignore_value), device=device)
+    masks[plan.slots] = things.masks_nHW[idx]
+    valid = torch.zeros(batch * t_slots, dtype=torch.bool, device=device)
+    valid[plan.slots] = True
+    slot_classes = torch.zeros(batch * t_slots, dtype=torch.int64, device=device)
+    slot_classes[plan.slots] = classes
+    slot_index = torch.zeros(batch * t_slots, dtype=torch.int64, device=device)
+    slot_index[plan.slots] = centers_int[:, 1] * w + centers_int[:, 0]
+    return _LevelThings(
+        center=heat.view(batch, num_classes, h, w),
+        masks=masks.view(batch, t_slots, *mask_size),
+        valid=valid.view(batch, t_slots),
+        classes=slot_classes.view(batch, t_slots),
+        index=slot_index.view(batch, t_slots),
+    )
 
 
-def _stuff_scores(gt_sem_chw: torch.Tensor, level_size, threshold: float, labeled=None) -> torch.Tensor:
-    """Soft score map at the level (clamp <= 1, < threshold -> 0); present classes have a sum > 0.
-    With `labeled` ((1, H4, W4) 0/1, sparse labels) the resize averages over labelled pixels only."""
+def _stuff_scores(gt_sem_bchw: torch.Tensor, level_size, threshold: float, labeled=None) -> torch.Tensor:
+    """Soft score maps at the level (clamp <= 1, < threshold -> 0) -> (B, C, h, w); present classes
+    have a sum > 0. With `labeled` ((B, 1, H4, W4) 0/1, sparse labels) the resize averages over
+    labelled pixels only. Every map is resized on its own, as one image at a time would be."""
     if labeled is None:
-        scores = F.interpolate(gt_sem_chw[None], size=level_size, mode="bilinear", align_corners=False)[0]
+        scores = F.interpolate(gt_sem_bchw, size=level_size, mode="bilinear", align_corners=False)
     else:  # area averages of the labelled positions only
-        scores = F.interpolate((gt_sem_chw * labeled)[None], size=level_size, mode="area")[0]
-        scores = _per_labeled(scores, _resize_labeled(labeled, level_size))
+        scores = F.interpolate(gt_sem_bchw * labeled, size=level_size, mode="area")
+        scores = _per_labeled(scores, F.interpolate(labeled, size=level_size, mode="area"))
     scores = scores.clamp(max=1.0)
     return torch.where(scores < threshold, torch.zeros_like(scores), scores)
 
@@ -456,24 +505,21 @@ def build_targets(
                     )
                 depths.append(_depth_target(sample, tcfg.common_stride, mask_size, device))
         depth = torch.stack(depths) if with_depth else None
-        scores = [
-            [
-                _stuff_scores(s, lsize, tcfg.stuff_score_threshold, labeled[b] if sparse else None)
-                for b, s in enumerate(gt_sems)
-            ]
-            for lsize in level_sizes
-        ]
-        plan = _plan_on_host(samples, things, scores, tcfg.instance_scales, kth)
+        labeled_b1hw = torch.stack(labeled) if sparse else None
+        gt_sem = torch.stack(gt_sems)
+        threshold = tcfg.stuff_score_threshold
+        scores = [_stuff_scores(gt_sem, lsize, threshold, labeled_b1hw) for lsize in level_sizes]
+        plan = _plan_on_host(samples, things, scores, tcfg.instance_scales, kth, tcfg.tensor_dim)
+        batch_things = _BatchThings.concat(things, mask_size)
         levels = []
         for li, lsize in enumerate(level_sizes):
-            things_l = [
-                _assign_level(t, plan.assigned[li][b], lsize, mask_size, padded_size, tcfg, kth)
-                for b, t in enumerate(things)
-            ]
+            things_l = _level_things(
+                batch_things, plan.things[li], len(samples), lsize, padded_size, tcfg, kth
+            )
             stuff_l = [(scores[li][b], plan.present[li][b]) for b in range(len(samples))]
-            levels.append(_stack_level(things_l, stuff_l, gt_sems, mask_size, lsize, tcfg, depth))
+            levels.append(_stack_level(things_l, stuff_l, gt_sems, mask_size, lsize, depth))
             if sparse:
-                levels[-1].labeled = (_resize_labeled(torch.stack(labeled)[:, 0], lsize)[:, None] > 0).float()
+                levels[-1].labeled = (_resize_labeled(labeled_b1hw[:, 0], lsize)[:, None] > 0).float()
     return Targets(
         levels=levels,
         depth=depth,
@@ -481,23 +527,39 @@ def build_targets(
         mask_size=mask_size,
         thing_counts=plan.thing_counts,
         stuff_counts=plan.stuff_counts,
-        labeled=torch.stack(labeled) if sparse else None,
+        labeled=labeled_b1hw,
     )
 
 
 @dataclass
-class _HostPlan:
-    """What the host learns from the one transfer: per level and image, the assigned instances and
-    the present classes (as device index tensors) and their counts (as Python ints)."""
+class _LevelPlan:
+    """A level's instances as device indices: positions in the batch's instance list (image-major,
+    instance order) and their flat image * T + slot positions, T = `num_slots`."""
 
-    assigned: list[list[torch.Tensor]]
+    assigned: torch.Tensor
+    slots: torch.Tensor
+    num_slots: int
+
+
+@dataclass
+class _HostPlan:
+    """What the host learns from the one transfer: per level the assigned instances
+    (`_LevelPlan`), per level and image the present classes (device index tensors), and the
+    counts (Python ints)."""
+
+    things: list[_LevelPlan]
     present: list[list[torch.Tensor]]
     thing_counts: list[list[int]]
     stuff_counts: list[list[int]]
 
 
 def _plan_on_host(
-    samples: list[dict], things: list[_ImageThings], scores: list[list[torch.Tensor]], scale_ranges, kth: int
+    samples: list[dict],
+    things: list[_ImageThings],
+    scores: list[list[torch.Tensor]],
+    scale_ranges,
+    kth: int,
+    tensor_dim: int,
 ) -> _HostPlan:
     """One device-to-host copy for the whole batch: class checks, level assignment, present classes."""
     flags = [((t.classes_n < 0) | (t.classes_n >= kth)).any().view(1) for t in things]
@@ -508,14 +570,26 @@ def _plan_on_host(
     if bad:
         raise DataError(f"{_path(samples[bad[0]])}: instance classes outside 0..{kth - 1}")
     pos = len(things)
-    assigned_lists, present_lists = [], []
+    sizes = [t.classes_n.numel() for t in things]
+    offsets = [sum(sizes[:b]) for b in range(len(things))]
+    assigned_lists, slot_lists, counts, widths = [], [], [], []
     for _ in scale_ranges:
-        row = []
-        for t in things:
-            n = t.classes_n.numel()
-            row.append([i for i, keep in enumerate(host[pos : pos + n]) if keep])
+        per_image = []
+        for n in sizes:
+            per_image.append([i for i, keep in enumerate(host[pos : pos + n]) if keep])
             pos += n
-        assigned_lists.append(row)
+        row = [len(x) for x in per_image]
+        if max(row, default=0) > tensor_dim:
+            raise DataError(
+                f"{max(row)} instances of one image on one level exceed train.targets.tensor_dim="
+                f"{tensor_dim} (the original's TENSOR_DIM limit); raise it in the config"
+            )
+        width = max(1, max(row, default=0))
+        assigned_lists.append([offsets[b] + i for b, idx in enumerate(per_image) for i in idx])
+        slot_lists.append([b * width + j for b, n in enumerate(row) for j in range(n)])
+        counts.append(row)
+        widths.append(width)
+    present_lists = []
     for level_scores in scores:
         row = []
         for b in range(len(things)):
@@ -524,11 +598,11 @@ def _plan_on_host(
             pos += c
         present_lists.append(row)
     device = things[0].classes_n.device if things else torch.device("cpu")
-    assigned, present = _indices_to_device([assigned_lists, present_lists], device)
+    (assigned, slots), present = _indices_to_device([[assigned_lists, slot_lists], present_lists], device)
     return _HostPlan(
-        assigned=assigned,
+        things=[_LevelPlan(a, s, wd) for a, s, wd in zip(assigned, slots, widths)],
         present=present,
-        thing_counts=[[len(x) for x in row] for row in assigned_lists],
+        thing_counts=counts,
         stuff_counts=[[len(x) for x in row] for row in present_lists],
     )
 
@@ -549,30 +623,11 @@ def _indices_to_device(nested: list[list[list[list[int]]]], device: torch.device
     return out
 
 
-def _stack_level(
-    things_l, stuff_l, gt_sems, mask_size, level_size, tcfg: TargetConfig, depth
-) -> LevelTargets:
-    """Per-image level targets -> batched, slots truncated to max(1, max count)
+def _stack_level(things_l: _LevelThings, stuff_l, gt_sems, mask_size, level_size, depth) -> LevelTargets:
+    """The level's thing slots and its per-image stuff slots, truncated to max(1, max count)
     (docs/original_implementation.md#target-slots)."""
-    b = len(things_l)
+    b = len(stuff_l)
     device = gt_sems[0].device
-    n_th = [t[1].shape[0] for t in things_l]
-    if max(n_th) > tcfg.tensor_dim:
-        raise DataError(
-            f"{max(n_th)} instances of one image on one level exceed train.targets.tensor_dim="
-            f"{tcfg.tensor_dim} (the original's TENSOR_DIM limit); raise it in the config"
-        )
-    t_slots = max(1, max(n_th))
-    thing_masks = torch.full((b, t_slots, *mask_size), float(tcfg.ignore_value), device=device)
-    thing_valid = torch.zeros((b, t_slots), dtype=torch.bool, device=device)
-    thing_classes = torch.zeros((b, t_slots), dtype=torch.int64, device=device)
-    thing_index = torch.zeros((b, t_slots), dtype=torch.int64, device=device)
-    for i, (_, masks, classes, index) in enumerate(things_l):
-        n = masks.shape[0]
-        thing_masks[i, :n] = masks
-        thing_valid[i, :n] = True
-        thing_classes[i, :n] = classes
-        thing_index[i, :n] = index
     n_st = [p.numel() for _, p in stuff_l]
     s_slots = max(1, max(n_st))
     stuff_scores = torch.stack([s for s, _ in stuff_l])
@@ -587,14 +642,14 @@ def _stack_level(
         stuff_valid[i, :n] = True
         stuff_classes[i, :n] = present
     level = LevelTargets(
-        center=torch.stack([t[0] for t in things_l]),
-        thing_masks=thing_masks, thing_valid=thing_valid,
-        thing_classes=thing_classes, thing_index=thing_index,
+        center=things_l.center,
+        thing_masks=things_l.masks, thing_valid=things_l.valid,
+        thing_classes=things_l.classes, thing_index=things_l.index,
         stuff_scores=stuff_scores, stuff_labels=stuff_labels, stuff_masks=stuff_masks,
         stuff_valid=stuff_valid, stuff_classes=stuff_classes,
     )  # fmt: skip
     if depth is not None:
         level.thing_depth_mean, level.thing_depth_min, level.thing_depth_count = _depth_stats(
-            thing_masks, thing_valid, depth
+            things_l.masks, things_l.valid, depth
         )
     return level

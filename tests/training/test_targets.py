@@ -240,3 +240,31 @@ def test_downsampled_binary_maps_are_the_bilinear_kernels_values(big, small):
         ]
         got = _stuff_semantics({"semantic": sem}, 19, 255, stride, small, torch.device("cpu"))
         assert torch.equal(got, ref)
+
+
+def test_a_batch_holds_each_images_own_targets():
+    """The levels are built for all images at once: every image's slots, heat maps and stuff maps
+    must equal what that image gets alone (an empty image in the middle shifts nothing)."""
+    samples = [
+        make_sample(64, 128, seed=0),
+        make_sample(64, 128, boxes=(), seed=1),
+        make_sample(64, 128, boxes=((2, 2, 60, 50, 1), (70, 5, 80, 20, 4), (90, 30, 126, 62, 0)), seed=2),
+    ]
+    samples[1]["instance_masks"] = torch.zeros(0, 64, 128, dtype=torch.bool)
+    samples[1]["instance_classes"] = torch.zeros(0, dtype=torch.int64)
+    batch = build_targets(samples, fake_outputs(3, (64, 128)), (64, 128), Config())
+    for i, sample in enumerate(samples):
+        alone = build_targets([sample], fake_outputs(1, (64, 128)), (64, 128), Config())
+        assert torch.equal(batch.depth[i], alone.depth[0])
+        for lb, la in zip(batch.levels, alone.levels):
+            n, m = int(la.num_things[0]), int(la.num_stuff[0])
+            assert int(lb.num_things[i]) == n and int(lb.num_stuff[i]) == m
+            assert torch.equal(lb.center[i], la.center[0])
+            for name in ("thing_masks", "thing_classes", "thing_index", "thing_depth_mean"):
+                assert torch.equal(getattr(lb, name)[i, :n], getattr(la, name)[0, :n]), name
+            assert torch.equal(lb.thing_depth_min[i, :n], la.thing_depth_min[0, :n])
+            assert bool((lb.thing_masks[i, n:] == 255).all()) and not bool(lb.thing_valid[i, n:].any())
+            assert torch.equal(lb.stuff_scores[i], la.stuff_scores[0])
+            for name in ("stuff_labels", "stuff_masks", "stuff_classes"):
+                assert torch.equal(getattr(lb, name)[i, :m], getattr(la, name)[0, :m]), name
+    assert sum(int(lv.num_things[2]) for lv in batch.levels) >= 3  # the third image's things are placed
