@@ -236,36 +236,61 @@ def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
     return 0.5 * cfg.model.depth.max_depth * torch.sigmoid(depth_kernels[..., 0])
 
 
-def _pair_depths(
-    kernels_nq: torch.Tensor,
-    emb_ek: torch.Tensor,
-    sel_nk: torch.Tensor,
-    depth_k: torch.Tensor,
+def _per_image_depth_loss(parts: list[tuple], b: int, si_factor: float) -> torch.Tensor:
+    """(B,) `masked_depth_loss` of each image's entries, from per-image sums over `parts`, each a
+    (gt, pred, weight, image) of flat entries; `image` holds each entry's image, or is None when
+    the entries are laid out image by image (B equal blocks: summed by a reshape, which on an
+    accelerator stays deterministic). An image without selected entries gives 0."""
+    sums = [0.0, 0.0, 0.0, 0.0]  # count, sum d^2, sum d, sum (1 - p/g)^2 (Eq. 6)
+    for gt, pred, weight, image in parts:
+        w = weight.to(pred.dtype)
+        g = gt.clamp(min=DEPTH_EPS)
+        p = pred.clamp(min=DEPTH_EPS)
+        diff = (torch.log(g) - torch.log(p)) * w
+        for i, values in enumerate((w, diff**2, diff, ((1.0 - p / g) ** 2) * w)):
+            if image is None:
+                sums[i] = sums[i] + values.view(b, -1).sum(1)
+            else:
+                sums[i] = sums[i] + values.new_zeros(b).index_add(0, image, values)
+    n = sums[0].clamp(min=1.0)
+    si = sums[1] / n - sums[2] ** 2 / (n * n)
+    return si * si_factor + _safe_sqrt(sums[3] / n)
+
+
+def _selected_pairs(
+    response_rk: torch.Tensor,
+    kernels_rq: torch.Tensor,
+    sel_rk: torch.Tensor,
+    image_r: torch.Tensor,
+    depth_bk: torch.Tensor,
     cfg: DepthConfig,
     compact: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(true depth, predicted depth, weight) of the (kernel, pixel) pairs that `sel_nk` selects,
-    as flat vectors for `masked_depth_loss` (the maps of `depth_maps`, Eq. 3).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(true depth, predicted depth, weight, image) of the (kernel row, pixel) pairs that `sel_rk`
+    selects, flat, from the rows' responses k . E^d (the maps of `depth_maps`, Eq. 3); `image_r`
+    is each row's image (rows image-major).
 
     Dense: every pair, unselected ones weighted 0 (no host wait, for accelerators). Compact: only
-    the selected pairs, all weighted 1, after one matmul for the responses; the same values and
-    loss up to summation order, without the element-wise work on the ~95 % of pairs a thing's mask
-    leaves out (the CPU path; benchmarks/README.md, training step).
+    the selected pairs, all weighted 1; the same values and loss up to summation order, without the
+    element-wise work on the ~95 % of pairs a thing's mask leaves out (the CPU path;
+    benchmarks/README.md, training step).
     """
-    response_nk = kernels_nq[:, 2:] @ emb_ek
-    n, k = response_nk.shape
+    r, k = response_rk.shape
     if not compact:
-        pred = depth_from_response(response_nk, kernels_nq[:, 0:1], kernels_nq[:, 1:2], cfg)
-        return depth_k.view(1, -1).expand(n, k).reshape(-1), pred.reshape(-1), sel_nk.reshape(-1)
-    flat = sel_nk.reshape(-1).nonzero().squeeze(1)
+        pred = depth_from_response(response_rk, kernels_rq[:, 0:1], kernels_rq[:, 1:2], cfg)
+        gt = depth_bk.index_select(0, image_r).reshape(-1)
+        return gt, pred.reshape(-1), sel_rk.reshape(-1), None  # rows are image-major: B blocks
+    flat = sel_rk.reshape(-1).nonzero().squeeze(1)
     rows, cols = torch.div(flat, k, rounding_mode="floor"), flat % k
     pred = depth_from_response(
-        response_nk.reshape(-1).index_select(0, flat),
-        kernels_nq[:, 0].index_select(0, rows),
-        kernels_nq[:, 1].index_select(0, rows),
+        response_rk.reshape(-1).index_select(0, flat),
+        kernels_rq[:, 0].index_select(0, rows),
+        kernels_rq[:, 1].index_select(0, rows),
         cfg,
     )
-    return depth_k.index_select(0, cols), pred, torch.ones_like(flat, dtype=torch.bool)
+    image = image_r.index_select(0, rows)
+    gt = depth_bk.reshape(-1).index_select(0, image * k + cols)
+    return gt, pred, torch.ones_like(flat, dtype=torch.bool), image
 
 
 def instance_depth_losses(
@@ -274,16 +299,16 @@ def instance_depth_losses(
     things: ThingKernels,
     stuff: StuffKernels,
     cfg: Config,
-    slots: SlotIndex | None = None,
     compact: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Instance-wise depth: pooled pixel loss and shift loss, per image, mean over B (Eq. 6-9).
 
-    Per image, the valid slots are taken by their host-known positions (`slots`). `compact`
-    (default: on the devices of `COMPACT_DEPTH_DEVICES`) evaluates the depth maps only at the
-    pixels each segment supervises; otherwise every data-dependent selection (pixels with depth,
-    slots with depth pixels) is a weight, not a compaction, so the loop never waits for the device
-    (`_pair_depths`).
+    The whole batch at once: every (image, slot) row of kernels meets its image's embedding in one
+    batched matmul; a row takes part where it is an assigned thing slot with at least one
+    (mask > 0) & (depth > 0) pixel, or a present stuff class with depth pixels; per-image sums
+    give each image its own loss. `compact` (default: on the devices of `COMPACT_DEPTH_DEVICES`)
+    evaluates the depth maps only at the pixels each row supervises; otherwise every selection is
+    a weight, not a compaction, so nothing waits for the device (`_selected_pairs`).
     """
     lc, dc = cfg.train.loss, cfg.model.depth
     emb = outputs.depth_embedding
@@ -291,55 +316,41 @@ def instance_depth_losses(
         raise PanopticDepthError(
             "instance depth losses need depth_embedding and depth kernels from the network"
         )
-    slots = slots or SlotIndex.build(targets, things, stuff)
     depth = targets.depth
     compact = depth.device.type in COMPACT_DEPTH_DEVICES if compact is None else compact
-    b = depth.shape[0]
-    p = things.depth_kernels.shape[2]
-    first_thing = cfg.model.first_thing_id
-    with_instance = lc.instance_depth_loss and dc.normalization in ("T1", "T2")
-    pixel_terms, instance_terms = [], []
-    for i in range(b):
-        depth_k = depth[i, 0].flatten()  # (K,)
-        valid_px = depth_k > 0
-        emb_ek = emb[i].flatten(1)  # (E, K)
-        pairs = []
-        idx = slots.things_per_image[i]
-        n = idx.numel()
-        if n > 0:
-            # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel
-            kept = things.depth_count[i].index_select(0, idx) > 0  # (n,)
-            dk = things.depth_kernels[i].index_select(0, idx)  # (n, P, E2)
-            sel = (things.masks[i].index_select(0, idx).flatten(1) > 0) & valid_px & kept[:, None]  # (n, K)
-            sel_npk = sel.unsqueeze(1).expand(n, p, -1).reshape(n * p, -1)
-            pairs.append(_pair_depths(dk.reshape(n * p, -1), emb_ek, sel_npk, depth_k, dc, compact))
-            if with_instance:
-                stat = things.depth_mean[i] if dc.normalization == "T2" else things.depth_min[i]
-                shift = _shift_prediction(dk, cfg)  # (n, P)
-                instance_terms.append(
-                    masked_depth_loss(
-                        stat.index_select(0, idx).unsqueeze(1).expand(n, p).reshape(-1),
-                        shift.reshape(-1),
-                        kept.unsqueeze(1).expand(n, p).reshape(-1),
-                        lc.depth_si_factor,
-                    )
-                )
-        sidx = slots.stuff_per_image[i]
-        if sidx.numel() > 0:
-            # stuff: present stuff classes (not thing train ids) with valid pixels
-            labels = stuff.labels[i].index_select(0, sidx).flatten(1)  # (m, K)
-            is_stuff = stuff.classes[i].index_select(0, sidx) < first_thing
-            st_kept = is_stuff & ((labels * valid_px).sum(-1) > 0)
-            sel = (labels > cfg.train.targets.stuff_depth_threshold) & valid_px & st_kept[:, None]
-            kernels = stuff.depth_kernels[i].index_select(0, sidx)
-            pairs.append(_pair_depths(kernels, emb_ek, sel, depth_k, dc, compact))
-        if pairs:
-            gts, preds, weights = (torch.cat(parts) for parts in zip(*pairs))
-            pixel_terms.append(masked_depth_loss(gts, preds, weights, lc.depth_si_factor))
+    b, n, p, q = things.depth_kernels.shape
+    s = stuff.depth_kernels.shape[1]
+    depth_bk = depth.flatten(1)  # (B, K)
+    valid_bk = depth_bk > 0
+    emb_bek = emb.flatten(2)  # (B, E, K)
+    k = depth_bk.shape[1]
+    images = torch.arange(b, device=depth.device)
+    # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel, P kernels each
+    kept_bn = things.valid & (things.depth_count > 0)
+    sel_bnk = (things.masks.flatten(2) > 0) & valid_bk[:, None] & kept_bn[..., None]
+    th_kernels = things.depth_kernels.reshape(b, n * p, q)
+    th_response = torch.bmm(th_kernels[..., 2:], emb_bek).reshape(b * n * p, k)
+    th_sel = sel_bnk[:, :, None].expand(b, n, p, k).reshape(b * n * p, k)
+    th_image = images.repeat_interleave(n * p)
+    th = _selected_pairs(th_response, th_kernels.reshape(-1, q), th_sel, th_image, depth_bk, dc, compact)
+    # stuff: present stuff classes (not thing train ids) with valid pixels
+    labels = stuff.labels.flatten(2)  # (B, S, K)
+    is_stuff = stuff.valid & (stuff.classes < cfg.model.first_thing_id)
+    st_kept = is_stuff & ((labels * valid_bk[:, None]).sum(-1) > 0)
+    st_sel = (labels > cfg.train.targets.stuff_depth_threshold) & valid_bk[:, None] & st_kept[..., None]
+    st_response = torch.bmm(stuff.depth_kernels[..., 2:], emb_bek).reshape(b * s, k)
+    st_image = images.repeat_interleave(s)
+    st_kernels = stuff.depth_kernels.reshape(-1, q)
+    st = _selected_pairs(st_response, st_kernels, st_sel.reshape(b * s, k), st_image, depth_bk, dc, compact)
+    pixel = _per_image_depth_loss([th, st], b, lc.depth_si_factor)
     zero = graph_zero(emb, things.depth_kernels, stuff.depth_kernels)
-    out = {"loss_depth": lc.depth * (sum(pixel_terms, zero) / b)}
-    if with_instance:
-        out["loss_depth_ins"] = lc.depth * lc.depth_instance * (sum(instance_terms, zero) / b)
+    out = {"loss_depth": lc.depth * (pixel.sum() / b + zero)}
+    if lc.instance_depth_loss and dc.normalization in ("T1", "T2"):
+        stat = things.depth_mean if dc.normalization == "T2" else things.depth_min  # (B, N)
+        shift = _shift_prediction(things.depth_kernels, cfg)  # (B, N, P)
+        entries = (stat[..., None].expand(b, n, p), shift, kept_bn[..., None].expand(b, n, p))
+        instance = _per_image_depth_loss([(*(t.reshape(-1) for t in entries), None)], b, lc.depth_si_factor)
+        out["loss_depth_ins"] = lc.depth * lc.depth_instance * (instance.sum() / b + zero)
     return out
 
 
@@ -414,5 +425,5 @@ def _compute_losses(
     if cfg.model.depth.mode == "pixel":
         losses.update(pixel_depth_loss(outputs, targets, cfg))
     else:
-        losses.update(instance_depth_losses(outputs, targets, things, stuff, cfg, slots))
+        losses.update(instance_depth_losses(outputs, targets, things, stuff, cfg))
     return losses
