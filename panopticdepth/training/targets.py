@@ -396,7 +396,7 @@ def _level_things(
     T = max(1, max_b #assigned) (docs/original_implementation.md#target-slots)."""
     h, w = level_size
     mask_size = tuple(things.masks_nHW.shape[-2:])
-    idx = plan.assigned
+    idx = plan.selected
     centers = things.centers_n2[idx]
     # Centre rescale in float32 then truncation toward zero, clamp with the original's off-by-one.
     ratio = torch.tensor([w / mask_size[1], h / mask_size[0]], dtype=torch.float32, device=centers.device)
@@ -516,8 +516,7 @@ def build_targets(
             things_l = _level_things(
                 batch_things, plan.things[li], len(samples), lsize, padded_size, tcfg, kth
             )
-            stuff_l = [(scores[li][b], plan.present[li][b]) for b in range(len(samples))]
-            levels.append(_stack_level(things_l, stuff_l, gt_sems, mask_size, lsize, depth))
+            levels.append(_stack_level(things_l, plan.stuff[li], gt_sem, scores[li], depth))
             if sparse:
                 levels[-1].labeled = (_resize_labeled(labeled_b1hw[:, 0], lsize)[:, None] > 0).float()
     return Targets(
@@ -533,77 +532,82 @@ def build_targets(
 
 @dataclass
 class _LevelPlan:
-    """A level's instances as device indices: positions in the batch's instance list (image-major,
-    instance order) and their flat image * T + slot positions, T = `num_slots`."""
+    """A level's selected entries as device indices: the assigned instances (positions in the
+    batch's instance list, image-major) or the present stuff classes (image * C + class), and
+    their flat image * T + slot positions in the level's slot tensors, T = `num_slots`."""
 
-    assigned: torch.Tensor
+    selected: torch.Tensor
     slots: torch.Tensor
     num_slots: int
 
 
 @dataclass
 class _HostPlan:
-    """What the host learns from the one transfer: per level the assigned instances
-    (`_LevelPlan`), per level and image the present classes (device index tensors), and the
-    counts (Python ints)."""
+    """What the host learns from the one transfer: per level the assigned instances and the present
+    stuff classes as device indices (`_LevelPlan`), and the counts [level][image] (Python ints)."""
 
     things: list[_LevelPlan]
-    present: list[list[torch.Tensor]]
+    stuff: list[_LevelPlan]
     thing_counts: list[list[int]]
     stuff_counts: list[list[int]]
+
+
+def _level_plan(per_image: list[list[int]], offsets: list[int]) -> tuple[list[int], list[int], int]:
+    """Selected entries [image][k] -> (flat positions offsets[image] + k, their image * T + slot
+    positions, T = max(1, max count))."""
+    width = max(1, max((len(x) for x in per_image), default=0))
+    flat = [offsets[b] + i for b, idx in enumerate(per_image) for i in idx]
+    slots = [b * width + j for b, idx in enumerate(per_image) for j in range(len(idx))]
+    return flat, slots, width
 
 
 def _plan_on_host(
     samples: list[dict],
     things: list[_ImageThings],
-    scores: list[list[torch.Tensor]],
+    scores: list[torch.Tensor],
     scale_ranges,
     kth: int,
     tensor_dim: int,
 ) -> _HostPlan:
     """One device-to-host copy for the whole batch: class checks, level assignment, present classes."""
+    b = len(things)
     flags = [((t.classes_n < 0) | (t.classes_n >= kth)).any().view(1) for t in things]
     flags += [_assigned(t, srange) for srange in scale_ranges for t in things]
-    flags += [level_scores[b].flatten(1).sum(-1) > 0 for level_scores in scores for b in range(len(things))]
+    flags += [(level_scores.flatten(2).sum(-1) > 0).flatten() for level_scores in scores]
     host = torch.cat(flags).tolist()  # the single wait for the device
-    bad = [b for b in range(len(things)) if host[b]]
+    bad = [i for i in range(b) if host[i]]
     if bad:
         raise DataError(f"{_path(samples[bad[0]])}: instance classes outside 0..{kth - 1}")
-    pos = len(things)
+    pos = b
+
+    def take(n: int) -> list[int]:
+        nonlocal pos
+        picked = [i for i, keep in enumerate(host[pos : pos + n]) if keep]
+        pos += n
+        return picked
+
     sizes = [t.classes_n.numel() for t in things]
-    offsets = [sum(sizes[:b]) for b in range(len(things))]
-    assigned_lists, slot_lists, counts, widths = [], [], [], []
-    for _ in scale_ranges:
-        per_image = []
-        for n in sizes:
-            per_image.append([i for i, keep in enumerate(host[pos : pos + n]) if keep])
-            pos += n
-        row = [len(x) for x in per_image]
-        if max(row, default=0) > tensor_dim:
+    thing_sel = [[take(n) for n in sizes] for _ in scale_ranges]  # [level][image]
+    for row in thing_sel:
+        if max((len(x) for x in row), default=0) > tensor_dim:
             raise DataError(
-                f"{max(row)} instances of one image on one level exceed train.targets.tensor_dim="
-                f"{tensor_dim} (the original's TENSOR_DIM limit); raise it in the config"
+                f"{max(len(x) for x in row)} instances of one image on one level exceed train.targets."
+                f"tensor_dim={tensor_dim} (the original's TENSOR_DIM limit); raise it in the config"
             )
-        width = max(1, max(row, default=0))
-        assigned_lists.append([offsets[b] + i for b, idx in enumerate(per_image) for i in idx])
-        slot_lists.append([b * width + j for b, n in enumerate(row) for j in range(n)])
-        counts.append(row)
-        widths.append(width)
-    present_lists = []
-    for level_scores in scores:
-        row = []
-        for b in range(len(things)):
-            c = level_scores[b].shape[0]
-            row.append([i for i, keep in enumerate(host[pos : pos + c]) if keep])
-            pos += c
-        present_lists.append(row)
+    num_classes = scores[0].shape[1] if scores else 0
+    stuff_sel = [[take(num_classes) for _ in range(b)] for _ in scores]
+    thing_offsets = [sum(sizes[:i]) for i in range(b)]
+    stuff_offsets = [i * num_classes for i in range(b)]
+    plans = [_level_plan(row, thing_offsets) for row in thing_sel]
+    plans += [_level_plan(row, stuff_offsets) for row in stuff_sel]
     device = things[0].classes_n.device if things else torch.device("cpu")
-    (assigned, slots), present = _indices_to_device([[assigned_lists, slot_lists], present_lists], device)
+    flat, slots = _indices_to_device([[[p[0] for p in plans], [p[1] for p in plans]]], device)[0]
+    levels = [_LevelPlan(f, s, p[2]) for f, s, p in zip(flat, slots, plans)]
     return _HostPlan(
-        things=[_LevelPlan(a, s, wd) for a, s, wd in zip(assigned, slots, widths)],
-        present=present,
-        thing_counts=counts,
-        stuff_counts=[[len(x) for x in row] for row in present_lists],
+        things=levels[: len(thing_sel)],
+        stuff=levels[len(thing_sel) :],
+        thing_counts=[[len(x) for x in row] for row in thing_sel],
+        stuff_counts=[[len(x) for x in row] for row in stuff_sel],
     )
 
 
@@ -623,30 +627,32 @@ def _indices_to_device(nested: list[list[list[list[int]]]], device: torch.device
     return out
 
 
-def _stack_level(things_l: _LevelThings, stuff_l, gt_sems, mask_size, level_size, depth) -> LevelTargets:
-    """The level's thing slots and its per-image stuff slots, truncated to max(1, max count)
-    (docs/original_implementation.md#target-slots)."""
-    b = len(stuff_l)
-    device = gt_sems[0].device
-    n_st = [p.numel() for _, p in stuff_l]
-    s_slots = max(1, max(n_st))
-    stuff_scores = torch.stack([s for s, _ in stuff_l])
-    stuff_labels = torch.zeros((b, s_slots, *mask_size), device=device)
-    stuff_masks = torch.zeros((b, s_slots, *level_size), device=device)
-    stuff_valid = torch.zeros((b, s_slots), dtype=torch.bool, device=device)
-    stuff_classes = torch.zeros((b, s_slots), dtype=torch.int64, device=device)
-    for i, (scores, present) in enumerate(stuff_l):
-        n = present.numel()
-        stuff_labels[i, :n] = gt_sems[i][present]
-        stuff_masks[i, :n] = (scores[present] > 0).float()
-        stuff_valid[i, :n] = True
-        stuff_classes[i, :n] = present
+def _stack_level(
+    things_l: _LevelThings, plan: _LevelPlan, gt_sem: torch.Tensor, scores: torch.Tensor, depth
+) -> LevelTargets:
+    """The level's thing slots and its stuff slots (the present classes of each image, in class
+    order), truncated to max(1, max count) (docs/original_implementation.md#target-slots)."""
+    b, c, *mask_size = gt_sem.shape
+    level_size = scores.shape[-2:]
+    rows = b * plan.num_slots
+    device = gt_sem.device
+    stuff_labels = torch.zeros((rows, *mask_size), device=device)
+    stuff_labels[plan.slots] = gt_sem.reshape(b * c, *mask_size)[plan.selected]
+    stuff_masks = torch.zeros((rows, *level_size), device=device)
+    stuff_masks[plan.slots] = (scores.reshape(b * c, *level_size)[plan.selected] > 0).float()
+    stuff_valid = torch.zeros(rows, dtype=torch.bool, device=device)
+    stuff_valid[plan.slots] = True
+    stuff_classes = torch.zeros(rows, dtype=torch.int64, device=device)
+    stuff_classes[plan.slots] = plan.selected % c
     level = LevelTargets(
         center=things_l.center,
         thing_masks=things_l.masks, thing_valid=things_l.valid,
         thing_classes=things_l.classes, thing_index=things_l.index,
-        stuff_scores=stuff_scores, stuff_labels=stuff_labels, stuff_masks=stuff_masks,
-        stuff_valid=stuff_valid, stuff_classes=stuff_classes,
+        stuff_scores=scores,
+        stuff_labels=stuff_labels.view(b, plan.num_slots, *mask_size),
+        stuff_masks=stuff_masks.view(b, plan.num_slots, *level_size),
+        stuff_valid=stuff_valid.view(b, plan.num_slots),
+        stuff_classes=stuff_classes.view(b, plan.num_slots),
     )  # fmt: skip
     if depth is not None:
         level.thing_depth_mean, level.thing_depth_min, level.thing_depth_count = _depth_stats(
