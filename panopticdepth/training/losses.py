@@ -106,30 +106,22 @@ def thing_mask_logits(things: ThingKernels, embedding_bchw: torch.Tensor) -> tor
 
 @dataclass
 class SlotIndex:
-    """Flat (image, slot) positions of the valid thing and stuff slots, as device index tensors,
-    with their per-image host lists; built once per batch from the targets' host counts, so no
-    loss compacts a boolean mask (which would make the host wait for the device)."""
+    """Flat (image, slot) positions of the valid thing and stuff slots, as device index tensors;
+    built once per batch from the targets' host counts, so no loss compacts a boolean mask (which
+    would make the host wait for the device)."""
 
     things: torch.Tensor  # (N_th,) into the (B * N) thing slots, row-major
     stuff: torch.Tensor  # (N_st,) into the (B * S) stuff slots
-    things_per_image: list[torch.Tensor]  # (n_b,) slot positions of image b
-    stuff_per_image: list[torch.Tensor]
 
     @classmethod
     def build(cls, targets: Targets, things: ThingKernels, stuff: StuffKernels) -> SlotIndex:
-        device = things.kernels.device
         th, st = targets.thing_slots(), targets.stuff_slots()
         n, s = things.valid.shape[1], stuff.valid.shape[1]
-        sizes = [len(x) for x in th] + [len(x) for x in st]
-        flat = [b * n + j for b, js in enumerate(th) for j in js] + [
-            b * s + j for b, js in enumerate(st) for j in js
-        ]
-        local = [j for js in th for j in js] + [j for js in st for j in js]
-        both = index_tensor(flat + local, device)
+        flat = [b * n + j for b, js in enumerate(th) for j in js]
+        flat += [b * s + j for b, js in enumerate(st) for j in js]
+        both = index_tensor(flat, things.kernels.device)
         n_th = sum(len(x) for x in th)
-        n_flat = len(flat)
-        per_image = list(both[n_flat:].split(sizes))
-        return cls(both[:n_th], both[n_th:n_flat], per_image[: len(th)], per_image[len(th) :])
+        return cls(both[:n_th], both[n_th:])
 
 
 def thing_segment_loss(
