@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,31 +59,26 @@ CASES = {
 }
 
 
-def run_case(name: str, iters: int, threads: int) -> dict:
+def engine_step(cfg, samples: list[dict], seed: int = 0) -> Callable[[], None]:
+    """One training step on `samples` the way the engine steps (preprocess, forward, targets,
+    losses, backward, clipping by value, Adam, schedule), with a model built from `seed`.
+
+    Uses only what every version of the package has had since the training engine, so that a
+    child process running another commit's package (`serve`) builds its step with it too.
+    """
     import torch
 
-    from panopticdepth.config import load_config
-    from panopticdepth.data.sample import make_sample
-    from panopticdepth.data.synthetic.writer import generate
     from panopticdepth.modeling import build_model
     from panopticdepth.modeling.preprocess import preprocess
     from panopticdepth.training.engine import LossModule, default_criterion
     from panopticdepth.training.solver import build_lr_scheduler, build_optimizer, clip_gradients
 
-    torch.set_num_threads(threads)
-    cfg_file, overrides, h, w, batch = CASES[name]
-    cfg = load_config(REPO / cfg_file if cfg_file else None, [*overrides, "model.backbone.pretrained="])
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build_model(cfg.model)
     model.train()
     opt = build_optimizer(model, cfg.solver)
     sched = build_lr_scheduler(opt, cfg.solver)
     step_module = LossModule(model, default_criterion, cfg, torch.device("cpu"))
-    frames = [generate(0, i, h, w) for i in range(batch)]
-    samples = [
-        make_sample(f.image, f.panoptic.astype("int64"), f.depth, {"image_id": str(i)})
-        for i, f in enumerate(frames)
-    ]
 
     def step() -> None:
         x, _ = preprocess([s["image"] for s in samples], cfg.model)
@@ -93,6 +89,25 @@ def run_case(name: str, iters: int, threads: int) -> dict:
         opt.zero_grad(set_to_none=True)
         sched.step()
 
+    return step
+
+
+def run_case(name: str, iters: int, threads: int) -> dict:
+    import torch
+
+    from panopticdepth.config import load_config
+    from panopticdepth.data.sample import make_sample
+    from panopticdepth.data.synthetic.writer import generate
+
+    torch.set_num_threads(threads)
+    cfg_file, overrides, h, w, batch = CASES[name]
+    cfg = load_config(REPO / cfg_file if cfg_file else None, [*overrides, "model.backbone.pretrained="])
+    frames = [generate(0, i, h, w) for i in range(batch)]
+    samples = [
+        make_sample(f.image, f.panoptic.astype("int64"), f.depth, {"image_id": str(i)})
+        for i, f in enumerate(frames)
+    ]
+    step = engine_step(cfg, samples)
     step()  # warm-up (allocator, first-call overheads)
     t0 = time.perf_counter()
     for _ in range(iters):
@@ -228,10 +243,6 @@ def serve(case: list, variant: str, repo: Path, frames_npz: Path, threads: int, 
     import panopticdepth
     from panopticdepth.config import load_config
     from panopticdepth.data.sample import make_sample
-    from panopticdepth.modeling import build_model
-    from panopticdepth.modeling.preprocess import preprocess
-    from panopticdepth.training.engine import LossModule, default_criterion
-    from panopticdepth.training.solver import build_lr_scheduler, build_optimizer, clip_gradients
 
     torch.set_num_threads(threads)
     cfg_file, overrides, _h, _w, _batch = case
@@ -239,27 +250,12 @@ def serve(case: list, variant: str, repo: Path, frames_npz: Path, threads: int, 
         repo / cfg_file if cfg_file else None,
         [*overrides, *variant_overrides(variant), "model.backbone.pretrained="],
     )
-    torch.manual_seed(seed)
-    model = build_model(cfg.model)
-    model.train()
-    opt = build_optimizer(model, cfg.solver)
-    sched = build_lr_scheduler(opt, cfg.solver)
-    step_module = LossModule(model, default_criterion, cfg, torch.device("cpu"))
     data = np.load(frames_npz)
     samples = [
         make_sample(data[f"image{i}"], data[f"panoptic{i}"], data[f"depth{i}"], {"image_id": str(i)})
         for i in range(int(data["count"]))
     ]
-
-    def step() -> None:
-        x, _ = preprocess([s["image"] for s in samples], cfg.model)
-        losses = step_module(x, samples, (int(x.shape[-2]), int(x.shape[-1])))
-        sum(losses.values()).backward()
-        clip_gradients(model.parameters(), cfg.solver.clip_value)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-
+    step = engine_step(cfg, samples, seed)
     print(f"ready {Path(panopticdepth.__file__).parent}", flush=True)
     for line in sys.stdin:
         if line.strip() != "step":
