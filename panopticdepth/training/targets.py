@@ -601,8 +601,8 @@ def _plan_on_host(
     plans = [_level_plan(row, thing_offsets) for row in thing_sel]
     plans += [_level_plan(row, stuff_offsets) for row in stuff_sel]
     device = things[0].classes_n.device if things else torch.device("cpu")
-    flat, slots = _indices_to_device([[[p[0] for p in plans], [p[1] for p in plans]]], device)[0]
-    levels = [_LevelPlan(f, s, p[2]) for f, s, p in zip(flat, slots, plans)]
+    tensors = _indices_to_device([p[0] for p in plans] + [p[1] for p in plans], device)
+    levels = [_LevelPlan(f, s, p[2]) for f, s, p in zip(tensors[: len(plans)], tensors[len(plans) :], plans)]
     return _HostPlan(
         things=levels[: len(thing_sel)],
         stuff=levels[len(thing_sel) :],
@@ -611,20 +611,11 @@ def _plan_on_host(
     )
 
 
-def _indices_to_device(nested: list[list[list[list[int]]]], device: torch.device) -> list:
-    """Nested lists of index lists -> the same nesting of int64 device tensors, from one host
-    buffer copied without waiting (pinned memory on CUDA)."""
-    flat = [idx for group in nested for row in group for idx in row]
-    buffer = index_tensor([i for idx in flat for i in idx], device)
-    parts = list(buffer.split([len(idx) for idx in flat]))
-    out, k = [], 0
-    for group in nested:
-        rows = []
-        for row in group:
-            rows.append(parts[k : k + len(row)])
-            k += len(row)
-        out.append(rows)
-    return out
+def _indices_to_device(lists: list[list[int]], device: torch.device) -> list[torch.Tensor]:
+    """Index lists -> int64 device tensors, from one host buffer copied without waiting (pinned
+    memory on CUDA)."""
+    buffer = index_tensor([i for idx in lists for i in idx], device)
+    return list(buffer.split([len(idx) for idx in lists]))
 
 
 def _stack_level(
