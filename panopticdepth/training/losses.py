@@ -51,7 +51,7 @@ from .targets import Targets
 DEPTH_EPS = 1e-6
 DICE_EPS = 1e-8
 # device types on which the depth loss compacts the supervised (segment, pixel) pairs: a host wait
-# costs nothing there, and the dense alternative is most of the loss's time (`_pair_depths`)
+# costs nothing there, and the dense alternative is most of the loss's time (`_selected_pairs`)
 COMPACT_DEPTH_DEVICES = ("cpu",)
 
 
@@ -206,22 +206,6 @@ def depth_loss(gt: torch.Tensor, pred: torch.Tensor, si_factor: float = 5.0) -> 
     return si * si_factor + rel
 
 
-def masked_depth_loss(
-    gt: torch.Tensor, pred: torch.Tensor, weight: torch.Tensor, si_factor: float = 5.0
-) -> torch.Tensor:
-    """`depth_loss` over the entries where `weight` is true, without compacting them (no host
-    wait); equal to `depth_loss(gt[weight], pred[weight])` up to float summation order, and a
-    graph-connected 0 when nothing is selected."""
-    w = weight.to(pred.dtype)
-    n = w.sum().clamp(min=1.0)
-    g = gt.clamp(min=DEPTH_EPS)
-    p = pred.clamp(min=DEPTH_EPS)
-    diff = (torch.log(g) - torch.log(p)) * w
-    si = (diff**2).sum() / n - diff.sum() ** 2 / (n * n)
-    rel = _safe_sqrt((((1.0 - p / g) ** 2) * w).sum() / n)
-    return si * si_factor + rel
-
-
 def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
     """Predicted shift d_max/2 * sigma(v_s) (44 m for the released model;
     docs/original_implementation.md#depth-t2)."""
@@ -229,10 +213,11 @@ def _shift_prediction(depth_kernels: torch.Tensor, cfg: Config) -> torch.Tensor:
 
 
 def _per_image_depth_loss(parts: list[tuple], b: int, si_factor: float) -> torch.Tensor:
-    """(B,) `masked_depth_loss` of each image's entries, from per-image sums over `parts`, each a
+    """(B,) `depth_loss` of each image's selected entries (weight true; none selected: 0), from
+    per-image sums over `parts` without compacting them (no host wait), each a
     (gt, pred, weight, image) of flat entries; `image` holds each entry's image, or is None when
     the entries are laid out image by image (B equal blocks: summed by a reshape, which on an
-    accelerator stays deterministic). An image without selected entries gives 0."""
+    accelerator stays deterministic)."""
     sums = [0.0, 0.0, 0.0, 0.0]  # count, sum d^2, sum d, sum (1 - p/g)^2 (Eq. 6)
     for gt, pred, weight, image in parts:
         w = weight.to(pred.dtype)
@@ -267,7 +252,7 @@ def _selected_pairs(
     element-wise work on the ~95 % of pairs a thing's mask leaves out (the CPU path;
     benchmarks/README.md, training step).
     """
-    r, k = response_rk.shape
+    k = response_rk.shape[1]
     if not compact:
         pred = depth_from_response(response_rk, kernels_rq[:, 0:1], kernels_rq[:, 1:2], cfg)
         gt = depth_bk.index_select(0, image_r).reshape(-1)
@@ -353,13 +338,9 @@ def pixel_depth_loss(outputs: HeadOutputs, targets: Targets, cfg: Config) -> dic
         raise PanopticDepthError("depth mode 'pixel' needs HeadOutputs.pixel_depth from the network")
     depth = targets.depth
     b = depth.shape[0]
-    terms = [
-        masked_depth_loss(
-            depth[i].flatten(), pred[i].flatten(), depth[i].flatten() > 0, cfg.train.loss.depth_si_factor
-        )
-        for i in range(b)
-    ]
-    return {"loss_depth": cfg.train.loss.depth * (sum(terms, graph_zero(pred)) / b)}
+    gt = depth.flatten()
+    per_image = _per_image_depth_loss([(gt, pred.flatten(), gt > 0, None)], b, cfg.train.loss.depth_si_factor)
+    return {"loss_depth": cfg.train.loss.depth * (per_image.sum() / b)}
 
 
 def _float32(outputs: HeadOutputs) -> HeadOutputs:
