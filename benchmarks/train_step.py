@@ -21,6 +21,10 @@ bf16 step:
 
     python benchmarks/train_step.py --compare 740cb79@fp32 fp32 bf16+cl+fused --iters 20
 
+`--keep-freed-memory` runs every variant (and every child process) with the heap settings that the
+`panopticdepth` command applies at start (panopticdepth/utils/malloc.py), i.e. the step as the CLI
+trains it.
+
 Loss curve of the variants from one initialisation on one sequence of batches (the first variant
 is the reference; a second float32 variant, e.g. fp32+cl, shows how far rounding alone moves it):
 
@@ -406,11 +410,24 @@ def main() -> None:
         "--seed", type=int, default=0, help="--curve: initial weights, frames (seed*pool..) and batch order"
     )
     p.add_argument("--dump", default="", help="--curve: write every step's loss terms to this JSON file")
+    p.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="glibc keeps freed memory in the heap, as the panopticdepth CLI sets it (utils/malloc.py), "
+        "in this process and every child (other commits, --cases) alike",
+    )
     p.add_argument("--serve", help=argparse.SUPPRESS)  # child of a REV@switches variant: CASES entry
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--repo", help=argparse.SUPPRESS)
     p.add_argument("--frames", help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.keep_freed_memory:
+        from panopticdepth.utils.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, keep_freed_memory
+
+        keep_freed_memory()
+        # children read glibc's variables at start (another commit may not have utils/malloc.py)
+        os.environ["MALLOC_MMAP_THRESHOLD_"] = str(MMAP_THRESHOLD)
+        os.environ["MALLOC_TRIM_THRESHOLD_"] = str(TRIM_THRESHOLD)
     if args.serve:
         case = json.loads(args.serve)
         serve(case, args.variant, Path(args.repo), Path(args.frames), args.threads, args.seed)

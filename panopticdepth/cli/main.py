@@ -15,6 +15,7 @@ import sys
 from ..config import ConfigError
 from ..errors import PanopticDepthError, user_message
 from ..utils.logging import setup_logging
+from ..utils.malloc import keep_freed_memory
 
 # Order shown in --help. A module is listed only once its subcommand really works.
 SUBCOMMANDS = [
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(args.verbose)
+    keep_freed_memory()  # this process is ours: reuse freed tensors' memory (utils/malloc.py)
     try:
         return int(args.func(args) or 0)
     except (ConfigError, PanopticDepthError, FileNotFoundError, NotADirectoryError) as err:

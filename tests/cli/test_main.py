@@ -110,3 +110,13 @@ def test_synth_reports_the_size_as_given(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--num", "1", "--size", "16x40"]) == 0
     out = capsys.readouterr().out
     assert "--size 16x40" in out and "height 16 x width 40" in out
+
+
+def test_every_command_keeps_freed_memory_in_its_process(monkeypatch, capsys):
+    import panopticdepth.cli.main as cli_main
+
+    calls: list[bool] = []
+    monkeypatch.setattr(cli_main, "keep_freed_memory", lambda: calls.append(True) or True)
+    assert main(["config", "solver.base_lr=1e-4"]) == 0
+    assert calls == [True]
+    assert "base_lr" in capsys.readouterr().out
