@@ -235,29 +235,31 @@ def _per_image_depth_loss(parts: list[tuple], b: int, si_factor: float) -> torch
 
 
 def _selected_pairs(
-    response_rk: torch.Tensor,
-    kernels_rq: torch.Tensor,
-    sel_rk: torch.Tensor,
-    image_r: torch.Tensor,
+    kernels_brq: torch.Tensor,
+    sel_brk: torch.Tensor,
+    emb_bek: torch.Tensor,
     depth_bk: torch.Tensor,
     cfg: DepthConfig,
     compact: bool,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(true depth, predicted depth, weight, image) of the (kernel row, pixel) pairs that `sel_rk`
-    selects, flat, from the rows' responses k . E^d (the maps of `depth_maps`, Eq. 3); `image_r`
-    is each row's image (rows image-major).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(true depth, predicted depth, weight, image) of the (kernel row, pixel) pairs that `sel_brk`
+    selects, flat, from each image's R rows of depth kernels met with its embedding in one batched
+    matmul (the maps of `depth_maps`, Eq. 3).
 
-    Dense: every pair, unselected ones weighted 0 (no host wait, for accelerators). Compact: only
-    the selected pairs, all weighted 1; the same values and loss up to summation order, without the
-    element-wise work on the ~95 % of pairs a thing's mask leaves out (the CPU path;
-    benchmarks/README.md, training step).
+    Dense: every pair, unselected ones weighted 0 (no host wait, for accelerators; image None: the
+    pairs are laid out image by image). Compact: only the selected pairs, all weighted 1; the same
+    values and loss up to summation order, without the element-wise work on the ~95 % of pairs a
+    thing's mask leaves out (the CPU path; benchmarks/README.md, training step).
     """
-    k = response_rk.shape[1]
+    b, r, q = kernels_brq.shape
+    k = depth_bk.shape[1]
+    response_rk = torch.bmm(kernels_brq[..., 2:], emb_bek).reshape(b * r, k)
+    kernels_rq = kernels_brq.reshape(b * r, q)
     if not compact:
         pred = depth_from_response(response_rk, kernels_rq[:, 0:1], kernels_rq[:, 1:2], cfg)
-        gt = depth_bk.index_select(0, image_r).reshape(-1)
-        return gt, pred.reshape(-1), sel_rk.reshape(-1), None  # rows are image-major: B blocks
-    flat = sel_rk.reshape(-1).nonzero().squeeze(1)
+        gt = depth_bk[:, None].expand(b, r, k).reshape(-1)
+        return gt, pred.reshape(-1), sel_brk.reshape(-1), None
+    flat = sel_brk.reshape(-1).nonzero().squeeze(1)
     rows, cols = torch.div(flat, k, rounding_mode="floor"), flat % k
     pred = depth_from_response(
         response_rk.reshape(-1).index_select(0, flat),
@@ -265,7 +267,7 @@ def _selected_pairs(
         kernels_rq[:, 1].index_select(0, rows),
         cfg,
     )
-    image = image_r.index_select(0, rows)
+    image = torch.div(rows, r, rounding_mode="floor")
     gt = depth_bk.reshape(-1).index_select(0, image * k + cols)
     return gt, pred, torch.ones_like(flat, dtype=torch.bool), image
 
@@ -296,29 +298,21 @@ def instance_depth_losses(
     depth = targets.depth
     compact = depth.device.type in COMPACT_DEPTH_DEVICES if compact is None else compact
     b, n, p, q = things.depth_kernels.shape
-    s = stuff.depth_kernels.shape[1]
     depth_bk = depth.flatten(1)  # (B, K)
     valid_bk = depth_bk > 0
     emb_bek = emb.flatten(2)  # (B, E, K)
     k = depth_bk.shape[1]
-    images = torch.arange(b, device=depth.device)
     # things: assigned slots with at least one (mask > 0) & (depth > 0) pixel, P kernels each
     kept_bn = things.valid & (things.depth_count > 0)
     sel_bnk = (things.masks.flatten(2) > 0) & valid_bk[:, None] & kept_bn[..., None]
-    th_kernels = things.depth_kernels.reshape(b, n * p, q)
-    th_response = torch.bmm(th_kernels[..., 2:], emb_bek).reshape(b * n * p, k)
-    th_sel = sel_bnk[:, :, None].expand(b, n, p, k).reshape(b * n * p, k)
-    th_image = images.repeat_interleave(n * p)
-    th = _selected_pairs(th_response, th_kernels.reshape(-1, q), th_sel, th_image, depth_bk, dc, compact)
+    th_sel = sel_bnk[:, :, None].expand(b, n, p, k).reshape(b, n * p, k)
+    th = _selected_pairs(things.depth_kernels.reshape(b, n * p, q), th_sel, emb_bek, depth_bk, dc, compact)
     # stuff: present stuff classes (not thing train ids) with valid pixels
     labels = stuff.labels.flatten(2)  # (B, S, K)
     is_stuff = stuff.valid & (stuff.classes < cfg.model.first_thing_id)
     st_kept = is_stuff & ((labels * valid_bk[:, None]).sum(-1) > 0)
     st_sel = (labels > cfg.train.targets.stuff_depth_threshold) & valid_bk[:, None] & st_kept[..., None]
-    st_response = torch.bmm(stuff.depth_kernels[..., 2:], emb_bek).reshape(b * s, k)
-    st_image = images.repeat_interleave(s)
-    st_kernels = stuff.depth_kernels.reshape(-1, q)
-    st = _selected_pairs(st_response, st_kernels, st_sel.reshape(b * s, k), st_image, depth_bk, dc, compact)
+    st = _selected_pairs(stuff.depth_kernels, st_sel, emb_bek, depth_bk, dc, compact)
     pixel = _per_image_depth_loss([th, st], b, lc.depth_si_factor)
     zero = graph_zero(emb, things.depth_kernels, stuff.depth_kernels)
     out = {"loss_depth": lc.depth * (pixel.sum() / b + zero)}
