@@ -5,7 +5,7 @@ cast op per weight, recorded by autograd) and its gradient is cast back in the b
 CPU these ~300 small ops per step cost more than the work they do. `WeightCopies` finds, from the
 autograd graph of one ordinary step, the parameters whose only use is such a cast; from then on
 the network runs (`torch.func.functional_call`) on bf16 leaf copies of them, refreshed with one
-fused copy when the optimizer has changed a weight, and a hook moves each copy's gradient into
+fused copy before each forward, and a hook moves each copy's gradient into
 its float32 parameter as soon as the backward has produced it. The values are the same as
 autocast's: the copy rounds like autocast's cast, the copy's gradient is summed in bf16 like the
 cast's, and bf16 -> float32 is exact (tests/training/test_weight_copies.py). Single-process only:
@@ -64,17 +64,14 @@ class WeightCopies:
             torch.empty_like(p, dtype=dtype, memory_format=torch.preserve_format).requires_grad_()
             for p in self.params
         ]
-        self._versions: list[int] | None = None
         for param, copy in zip(self.params, self.copies):
             copy.register_post_accumulate_grad_hook(_gradient_to(param))
 
     def refresh(self) -> None:
-        """Copy the weights again if anything (the optimizer, a checkpoint load) wrote to them."""
-        versions = [p._version for p in self.params]
-        if versions != self._versions:
-            with torch.no_grad():
-                torch._foreach_copy_(self.copies, self.params)
-            self._versions = versions
+        """Copy the current weights. Every call: the fused Adam kernel updates the parameters without
+        bumping their version counters, so "has anything written to them" cannot be asked."""
+        with torch.no_grad():
+            torch._foreach_copy_(self.copies, self.params)
 
     def call(self, model: nn.Module, *args: object) -> object:
         self.refresh()
