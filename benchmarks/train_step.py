@@ -127,7 +127,6 @@ SWITCHES = {
     "cl": "train.channels_last=true",
     "fused": "solver.fused_optimizer=true",
     "dense": "",  # the depth loss on every pixel, as on an accelerator (not a config key)
-    "opcasts": "solver.amp_weight_copies=false",  # autocast's own weight casts, op by op
 }
 
 

@@ -38,10 +38,6 @@ class SolverConfig:
     # Adam/AdamW as one fused kernel per parameter group instead of the foreach ops: fewer passes
     # over the parameters (faster on the CPU); the updates differ from the default in the last bits
     fused_optimizer: bool = False
-    # with autocast on the CPU in one process: run the network on bf16 copies of the weights that
-    # autocast would cast op by op, refreshed once per step (same values, fewer ops; see
-    # training/weight_copies.py); off = autocast's own casts
-    amp_weight_copies: bool = True
 
 
 @dataclass

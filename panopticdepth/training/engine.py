@@ -55,16 +55,8 @@ from .distributed import (
 from .memory_format import apply_channels_last, batch_memory_format
 from .periodic_eval import evaluate_model
 from .resume import agree_on_checkpoint
-from .solver import (
-    autocast_context,
-    autocast_dtype,
-    build_grad_scaler,
-    build_lr_scheduler,
-    build_optimizer,
-    clip_gradients,
-)
+from .solver import autocast_context, build_grad_scaler, build_lr_scheduler, build_optimizer, clip_gradients
 from .stop_signals import StopSignals
-from .weight_copies import WeightCopies, autocast_cast_parameters
 
 log = logging.getLogger(__name__)
 
@@ -126,49 +118,24 @@ class LossModule(nn.Module):
     the network's `kernel_projection` inside this forward) and reduces their gradients in the same
     backward."""
 
-    def __init__(
-        self,
-        model: nn.Module,
-        criterion: Criterion,
-        cfg: Config,
-        device: torch.device,
-        *,
-        distributed: bool = False,
-    ):
+    def __init__(self, model: nn.Module, criterion: Criterion, cfg: Config, device: torch.device):
         super().__init__()
         self.model = model
         self.criterion = criterion
         self.cfg = cfg
         self.device = device
-        dtype = autocast_dtype(cfg.solver.amp, device)
-        # training/weight_copies.py: found from the first step's graph, then used from the second
-        use_copies = cfg.solver.amp_weight_copies and device.type == "cpu" and not distributed
-        self._copy_dtype = dtype if use_copies else None
-        self._weight_copies: WeightCopies | None = None
-
-    @property
-    def weight_copies(self) -> WeightCopies | None:
-        """The bf16 weight copies in use (None: off, or before the first training forward)."""
-        return self._weight_copies
 
     def forward(
         self, batch_b3hw: torch.Tensor, samples: list[dict], padded_size: tuple[int, int]
     ) -> dict[str, torch.Tensor]:
         batch_b3hw = batch_memory_format(batch_b3hw, self.cfg.train.channels_last)
         with autocast_context(self.cfg.solver.amp, self.device):
-            if self._weight_copies is not None and torch.is_grad_enabled():
-                outputs = self._weight_copies.call(self.model, batch_b3hw)
-            else:
-                outputs = self.model(batch_b3hw)
+            outputs = self.model(batch_b3hw)
         if self.cfg.solver.amp.lower() not in ("none", "", "fp32"):
             outputs = _to_float(outputs)
         # None for a network without kernel projections (a custom criterion's stand-in network).
         projection = getattr(self.model, "kernel_projection", None)
-        losses = self.criterion(samples, outputs, padded_size, projection, self.cfg)
-        if self._copy_dtype is not None and self._weight_copies is None and torch.is_grad_enabled():
-            names = autocast_cast_parameters(self.model, losses.values(), self._copy_dtype)
-            self._weight_copies = WeightCopies(self.model, names, self._copy_dtype)
-        return losses
+        return self.criterion(samples, outputs, padded_size, projection, self.cfg)
 
 
 def samples_to(samples: list[dict], device: torch.device) -> list[dict]:
@@ -242,7 +209,7 @@ class Trainer:
         self.scheduler = build_lr_scheduler(self.optimizer, cfg.solver)
         self.scaler = build_grad_scaler(cfg.solver.amp, self.info.device)
         self.loss_module = wrap_ddp(
-            LossModule(self.model, self.criterion, cfg, self.info.device, distributed=self.info.distributed),
+            LossModule(self.model, self.criterion, cfg, self.info.device),
             self.info,
             cfg.train.find_unused_parameters,
         )
