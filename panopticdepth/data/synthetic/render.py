@@ -123,7 +123,8 @@ def _planes(scene: Scene, d: np.ndarray):
         hit &= (fy >= 0) & (fy <= fac.heights[seg])
         fseg = seg[hit]
         zl, yl = fz[hit] - fac.z_edges[fseg], fy[hit]
-        building = fac.train_ids[fseg] == TRAIN_ID["building"]
+        tid = fac.train_ids[fseg]
+        building = tid == TRAIN_ID["building"]
         fz_frac, fy_frac = _frac(zl, 2.6), _frac(yl, 3.2)
         window = (
             building & (fz_frac > 0.27) & (fz_frac < 0.73) & (fy_frac > 0.34) & (fy_frac < 0.75) & (yl > 3.0)
@@ -131,7 +132,12 @@ def _planes(scene: Scene, d: np.ndarray):
         t_blk[hit] = np.broadcast_to(tf_c[None, :], hit.shape)[hit]
         ids[:, cs][hit] = fac.train_ids[fseg] * LABEL_DIVISOR
         mat[:, cs][hit] = np.where(window, WINDOW, n_pal + fseg)
-        gain[:, cs][hit] = np.where(building & (yl < 3.0), 0.6, 0.8 if fac.x < 0 else 0.9)
+        lit = np.float32(0.8 if fac.x < 0 else 0.9)
+        g = np.where(building & (yl < 3.0), np.float32(0.6), lit)
+        # Fence slats (dark gaps every 0.3 m) and a wall's light coping (top 0.15 m).
+        g = np.where((tid == TRAIN_ID["fence"]) & (_frac(zl, 0.3) < 0.35), np.float32(0.45) * lit, g)
+        g = np.where((tid == TRAIN_ID["wall"]) & (yl > fac.heights[fseg] - 0.15), np.float32(1.2) * lit, g)
+        gain[:, cs][hit] = g
         n_pal += len(fac.heights)
     # Street end Z = end_z: distance per row.
     ahead_r = dz_r > 1e-6

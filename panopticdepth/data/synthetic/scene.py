@@ -20,6 +20,8 @@ CAR_COLORS = np.array(
     [[200, 200, 205], [30, 30, 35], [150, 20, 25], [20, 50, 130], [110, 110, 115], [230, 230, 230],
      [60, 90, 60], [180, 150, 40], [90, 60, 40], [40, 110, 160]], dtype=np.float32,
 )  # fmt: skip
+WALL_COLOR = np.array([170, 162, 150], np.float32)
+FENCE_COLOR = np.array([95, 80, 62], np.float32)
 CLOTH_COLORS = np.array(
     [[40, 40, 60], [120, 30, 30], [30, 70, 120], [200, 190, 170], [60, 60, 60], [150, 110, 60],
      [20, 20, 20], [90, 120, 80]], dtype=np.float32,
@@ -176,8 +178,11 @@ def _facade_row(rng: np.random.Generator, x: float, z_max: float) -> Facades:
             cols.append(_jitter(rng, np.array([60, 100, 40]), 20))
         elif r < 0.92:
             heights.append(rng.uniform(1.0, 2.2))
-            tids.append(TRAIN_ID[rng.choice(["wall", "fence"])])
-            cols.append(_jitter(rng, np.array([150, 140, 130]), 30))
+            kind = str(rng.choice(["wall", "fence"]))
+            tids.append(TRAIN_ID[kind])
+            # Light masonry against dark wood or painted metal (the renderer adds a wall's coping
+            # and a fence's slats): the two classes must not look alike.
+            cols.append(_jitter(rng, WALL_COLOR if kind == "wall" else FENCE_COLOR, 30))
         else:
             heights.append(0.0)
             tids.append(TRAIN_ID["terrain"])
