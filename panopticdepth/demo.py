@@ -150,7 +150,7 @@ def low_res_stage_config(cfg: Config, size: tuple[int, int]) -> Config:
     return stage
 
 
-def _fit_schedule(cfg: Config, iterations: int) -> None:
+def fit_schedule(cfg: Config, iterations: int) -> None:
     """Set max_iter and scale warmup with it, keeping the config's warmup fraction."""
     old_max = max(int(cfg.solver.max_iter), 1)
     frac = min(cfg.solver.warmup_iters / old_max, 0.5)
@@ -221,7 +221,7 @@ class SchedulePlanner:
         s.max_iter = max(new_max, iteration)
 
 
-def _train_stage(
+def train_stage(
     cfg: Config,
     out_dir: Path,
     iterations: int,
@@ -236,7 +236,7 @@ def _train_stage(
     from .training.engine import Trainer
     from .training.output_dir import clear_run_files
 
-    _fit_schedule(cfg, iterations)
+    fit_schedule(cfg, iterations)
     clear_run_files(out_dir)  # a rerun of the demo starts its training afresh, never mixed
     trainer = Trainer(cfg, out_dir, weights=weights)
     planner = None
@@ -461,7 +461,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     if stage1 is not None:
         logger.info("stage 1 of 2: panoptic segmentation at %dx%d, no depth branch", h // 2, w // 2)
         deadline1 = None if end is None else t + share * (end - t)
-        first, steady1 = _train_stage(
+        first, steady1 = train_stage(
             stage1, out / "train_low_res", iterations1, deadline=deadline1, finish_s=finish_s
         )
         weights = first.final_dir
@@ -469,7 +469,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         if steady1 is not None:
             run_plan["low_res_steady_step_s"] = steady1
         logger.info("stage 2 of 2: the full model at %dx%d, from the stage-1 weights", h, w)
-    result, steady = _train_stage(
+    result, steady = train_stage(
         cfg, out / "train", iterations, weights=weights, deadline=end, finish_s=finish_s
     )
     seconds["train"] = time.monotonic() - t

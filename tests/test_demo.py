@@ -134,10 +134,10 @@ class FakeClock:
 def _run_planned_loop(step_times, deadline_s, first_plan, finish_s=2.0, use_planner=True):
     """The trainer's loop with a fake clock: returns (iterations, seconds, the solver config)."""
     from panopticdepth.config import load_config
-    from panopticdepth.demo import SchedulePlanner, _fit_schedule
+    from panopticdepth.demo import SchedulePlanner, fit_schedule
 
     cfg = load_config(None, ["solver.max_iter=1000", "solver.warmup_iters=100"])
-    _fit_schedule(cfg, first_plan)
+    fit_schedule(cfg, first_plan)
     clock = FakeClock()
     start = clock.now
     planner = SchedulePlanner(cfg, start + deadline_s, finish_s=finish_s, clock=clock)

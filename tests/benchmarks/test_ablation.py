@@ -55,3 +55,34 @@ def test_tiny_run_end_to_end(ablation, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(ablation, "train_and_evaluate", lambda *a, **k: pytest.fail("trained again"))
     again = ablation.main(argv)
     assert again["runs"] == report["runs"]
+
+
+def test_first_stage_is_shared_by_the_variants_of_a_seed(ablation, tmp_path, monkeypatch):
+    """With --first-stage, each seed trains one panoptic-only half-size stage, and every variant of
+    that seed starts from its model folder (so the variants differ only in how they learn depth)."""
+    import panopticdepth.demo as demo
+
+    calls = []
+    real = demo.train_stage
+
+    def recording(cfg, out_dir, iterations, **kw):
+        calls.append((out_dir.parent.name, cfg.model.depth.enabled, iterations, kw.get("weights")))
+        return real(cfg, out_dir, iterations, **kw)
+
+    monkeypatch.setattr(demo, "train_stage", recording)
+    out = str(tmp_path / "abl")
+    argv = ["--iterations", "2", "--first-stage", "3", "--seeds", "1", "--variants", "A,F",
+            "--size", "64x128", "--num-train", "4", "--num-val", "2", "--out", out]  # fmt: skip
+    report = ablation.main(argv)
+    stage1 = [c for c in calls if c[0] == "stage1_seed0"]
+    assert [(c[1], c[2], c[3]) for c in stage1] == [(False, 3, None)]  # once, no depth, 3 steps
+    model_dir = json.loads((tmp_path / "abl/runs/stage1_seed0/stage1.json").read_text())["model_dir"]
+    assert [(c[0], c[1], c[2], str(c[3])) for c in calls[1:]] == [
+        ("A_seed0", True, 2, model_dir),
+        ("F_seed0", True, 2, model_dir),
+    ]
+    assert report["settings"]["first_stage"] == 3
+    # A rerun with more stage-2 steps trains the variants again but reuses the first stage.
+    calls.clear()
+    ablation.main([*argv[:1], "3", *argv[2:]])
+    assert [c[0] for c in calls] == ["A_seed0", "F_seed0"]
