@@ -10,9 +10,12 @@ convolution with the depth embedding, no bias). With `d_max = cfg.max_depth` (88
   the centre plus a ReLU, which is what a converted checkpoint needs.
 * ``T1`` (Eq. 4, min-based; not in the original code): `D = d_min + d_r * D'` with the same scales,
   `d_min = d_max/2 * sigma(v_s)`, `d_r = d_max * sigma(v_r)` (non-negative by construction).
-* ``none`` (Table 3, variant B): the kernel output is the depth itself, `D = ReLU(k . E^d)`; the
-  shift/range channels are ignored. ReLU (rather than a bounded sigmoid) keeps it "without
-  normalisation"; the loss' clamp at 1e-6 then treats dead pixels like the original's T2 does.
+* ``none`` (Table 3, variant B; not in the original code): no per-instance shift and range, the
+  kernel response alone gives the depth through the pixel-wise variant's fixed output mapping,
+  `D = d_max * sigma(k . E^d)`; the shift/range channels are ignored. A and B then differ only in
+  where the depth map comes from (one pixel-wise head against a kernel per segment). An unbounded
+  `ReLU(k . E^d)` was tried first: its depth died (0 everywhere, no gradient) in one of three seeds
+  at 200 steps and in the first seed at 1200 steps (benchmarks/README.md, depth ablation).
 
 The pixel-wise variant A has no kernels: the network emits `HeadOutputs.pixel_depth` directly and
 the post-processing only resizes and clamps it.
@@ -30,7 +33,7 @@ def depth_from_response(
 ) -> torch.Tensor:
     """Depth in metres from the kernel response `k . E^d` and the (broadcastable) shift/range logits."""
     if cfg.normalization == "none":
-        return torch.relu(response)
+        return cfg.max_depth * torch.sigmoid(response)
     shift = 0.5 * cfg.max_depth * torch.sigmoid(shift_logit)
     rng = cfg.max_depth * torch.sigmoid(range_logit)
     normalised = torch.sigmoid(response)

@@ -17,8 +17,8 @@ def _sig(x: float) -> float:
 
 def _scalar_depth(v: list[float], e: list[float], norm: str, d_max: float) -> float:
     dot = sum(a * b for a, b in zip(v[2:], e))
-    if norm == "none":
-        return max(dot, 0.0)
+    if norm == "none":  # variant B: the pixel-wise head's mapping, d_max s(k.E)
+        return d_max * _sig(dot)
     if norm == "T2":  # the original code: ReLU(88 s(v_r) (2 s(k.E) - 1) + 44 s(v_s)) for d_max 88
         return max(d_max * _sig(v[1]) * (2 * _sig(dot) - 1) + d_max / 2 * _sig(v[0]), 0.0)
     return d_max / 2 * _sig(v[0]) + d_max * _sig(v[1]) * _sig(dot)  # T1: d_min + d_r D'
@@ -52,6 +52,18 @@ def test_t2_extremes_are_the_code_scales():
     assert depth_maps(big, emb, cfg).item() == pytest.approx(44 + 88)
     big[0, 2:] = -50.0  # D' -> 0: 44 - 88 < 0, ReLU
     assert depth_maps(big, emb, cfg).item() == 0.0
+
+
+def test_unnormalised_depth_keeps_a_gradient_where_the_response_is_negative():
+    """Variant B must not die: with every response negative (a ReLU would output 0 with no
+    gradient), the depth still moves with the kernel."""
+    cfg = DepthConfig(normalization="none")
+    emb = torch.ones(16, 2, 3)
+    kernels = torch.full((1, 18), -1.0, requires_grad=True)  # k . E = -16 everywhere
+    depth = depth_maps(kernels, emb, cfg)
+    assert (depth > 0).all() and (depth < cfg.max_depth).all()
+    depth.sum().backward()
+    assert (kernels.grad[0, 2:] > 0).all()
 
 
 def test_gathered_depth_equals_map_gather():
