@@ -86,6 +86,7 @@ def train_case(args, data_root: Path, out: Path, amp: str) -> dict:
         row["status"] = f"diverged: {err}"
     except Exception as err:  # noqa: BLE001 - the table reports every case
         row["status"] = f"{type(err).__name__}: {err}"[:200]
+        logging.getLogger(__name__).error("training with amp=%s failed", amp, exc_info=err)
         return row
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     steady = [r["time"] for r in rows[-min(20, len(rows)) :]]
@@ -185,7 +186,11 @@ def main(argv: list[str] | None = None) -> str:
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    device = torch.device(args.device)
+    from panopticdepth.utils.device import resolve_device
+
+    # `cuda` -> `cuda:0`: NCCL's device_id and the trainer's collectives compare indexed devices
+    device = resolve_device(args.device)
+    args.device = str(device)
     _init_one_rank_group(device)
     env = {
         "device": torch.cuda.get_device_name(device)

@@ -188,14 +188,15 @@ def clip_gradients(parameters: Iterator[nn.Parameter] | list[nn.Parameter], clip
     (docs/original_implementation.md#clip-by-value); 0 disables."""
     if clip_value <= 0:
         return
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if grads and grads[0].device.type == "cpu":
+    with_grad = [p for p in parameters if p.grad is not None]
+    if with_grad and with_grad[0].grad.device.type == "cpu":
         # one pass per tensor; torch's CPU fallback clamps each tensor twice (min, then max), which
         # costs a few ms per step of the small config (benchmarks/README.md, training step)
-        for g in grads:
-            g.clamp_(-clip_value, clip_value)
+        for p in with_grad:
+            p.grad.clamp_(-clip_value, clip_value)
         return
-    torch.nn.utils.clip_grad_value_(grads, clip_value)
+    if with_grad:  # takes the parameters (not their gradients): one foreach clamp per device/dtype
+        torch.nn.utils.clip_grad_value_(with_grad, clip_value)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:

@@ -208,3 +208,13 @@ def test_default_groups_unchanged_for_the_original_recipe():
     ]
     with pytest.raises(ConfigError, match="'adam'.*'adamw'.*sgd"):
         build_optimizer(_Net(), SolverConfig(optimizer="sgd"))
+
+
+def test_clip_by_value_off_the_cpu_path_hands_torch_the_parameters():
+    """Off the CPU, clipping goes through torch's foreach `clip_grad_value_`, which takes the
+    parameters: handed their gradients it found no `.grad` and failed on CUDA (an empty list).
+    Meta tensors take that path here."""
+    p = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    p.grad = torch.zeros(3, device="meta")
+    clip_gradients([p], 1.0)  # raised RuntimeError (empty tensor list) before the fix
+    clip_gradients([torch.nn.Parameter(torch.zeros(2, device="meta"))], 1.0)  # no gradients at all
